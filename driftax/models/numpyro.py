@@ -1,0 +1,102 @@
+"""Any NumPyro model as a driftax `Target`.
+
+The target lives in NumPyro's unconstrained space: for latent sites ``z = T(u)`` with ``T`` the
+bijection from ``R^k`` onto each site's support (``biject_to(support)``), the flat log-density is
+
+    log p(u | data) = log p(T(u), data) + log |det J_T(u)|,
+
+the vector ``u`` being the concatenation of every site's unconstrained value (``ravel_pytree``).
+``constrain(u)`` returns the constrained latent values and every ``numpyro.deterministic`` site.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+from numpyro import handlers
+from numpyro.infer.initialization import init_to_median
+from numpyro.infer.util import initialize_model
+
+from driftax.models.base import Target
+
+__all__ = ["from_numpyro"]
+
+
+def _check_model(model, args, kwargs) -> None:
+    """Reject what a continuous sampler cannot handle, naming the site."""
+    if not callable(model):
+        raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
+    trace = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(*args, **kwargs)
+    latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
+    if not latent:
+        raise ValueError("model has no latent sample sites: there is nothing to sample")
+    discrete = [
+        s["name"] for s in latent
+        if s["fn"].support.is_discrete and s["infer"].get("enumerate") != "parallel"
+    ]
+    if discrete:
+        raise ValueError(
+            f"model has discrete latent site(s) {discrete}: driftax samples continuous unconstrained "
+            "spaces; marginalise them (infer={'enumerate': 'parallel'}) or observe them"
+        )
+
+
+def from_numpyro(
+    model: Callable,
+    *args,
+    init_strategy=init_to_median,
+    name: str | None = None,
+    **kwargs,
+) -> Target:
+    """Build a `Target` from a NumPyro model and its arguments.
+
+    Parameters
+    ----------
+    model
+        A NumPyro model: a plain function containing ``numpyro.sample`` statements.
+    *args, **kwargs
+        Arguments the model is called with (data, sizes...).
+    init_strategy
+        NumPyro initialisation strategy used for chain starting points (each chain draws its own
+        with a different key). Default ``init_to_median``: the centred parameterisations of
+        hierarchical models are hopeless from ``init_to_uniform``'s wide starts.
+    name
+        Target name; defaults to the model function's name.
+
+    Returns
+    -------
+    Target
+        ``logdensity_fn`` over the flat unconstrained vector, log-Jacobian included;
+        ``constrain`` returns the latent and deterministic sites by name.
+    """
+    _check_model(model, args, kwargs)
+    info = initialize_model(
+        jax.random.key(0), model, model_args=args, model_kwargs=kwargs,
+        init_strategy=init_strategy, dynamic_args=False,
+    )
+    z0 = info.param_info.z
+    flat0, unravel = ravel_pytree(z0)
+    potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
+
+    def logdensity_fn(x):
+        return -potential_fn(unravel(x))
+
+    def constrain(x):
+        return postprocess_fn(unravel(x))
+
+    def init_fn(key):
+        z = initialize_model(
+            key, model, model_args=args, model_kwargs=kwargs,
+            init_strategy=init_strategy, dynamic_args=False,
+        ).param_info.z
+        return ravel_pytree(z)[0]
+
+    return Target(
+        logdensity_fn=logdensity_fn,
+        dim=int(flat0.shape[0]),
+        name=name or getattr(model, "__name__", "numpyro_model"),
+        constrain=constrain,
+        init_fn=init_fn,
+    )
