@@ -1,1 +1,6 @@
-"""driftax.infer"""
+"""What a user calls: `sample`, the method registry, diagnostics."""
+from driftax.infer import diagnostics, methods
+from driftax.infer.diagnostics import compare_to_reference, to_inference_data
+from driftax.infer.run import sample
+
+__all__ = ["sample", "methods", "diagnostics", "to_inference_data", "compare_to_reference"]

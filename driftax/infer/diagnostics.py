@@ -1,0 +1,121 @@
+"""Draws to ArviZ, and comparisons with reference draws.
+
+ArviZ does the diagnostics (``summary``, ``ess``, ``rhat``, ``plot_trace``); driftax only hands it
+well-formed data. The one place that knows ArviZ's version is `_from_dict`: ArviZ 0.23 builds
+``InferenceData`` with ``from_dict(posterior=..., sample_stats=...)``, ArviZ 1.x a ``DataTree``
+with ``from_dict({"posterior": ..., "sample_stats": ...})``.
+"""
+from __future__ import annotations
+
+from typing import Mapping
+
+import warnings
+
+import numpy as np
+
+with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on import
+    warnings.simplefilter("ignore", FutureWarning)
+    import arviz as az
+
+__all__ = ["to_inference_data", "summary", "ess", "rhat", "compare_to_reference", "posterior_dict",
+           "ARVIZ_1"]
+
+ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
+
+
+def _from_dict(groups: dict, attrs: dict | None):
+    """Build ArviZ data from ``{group: {name: array}}`` with either ArviZ API."""
+    groups = {k: v for k, v in groups.items() if v}
+    if ARVIZ_1:  # pragma: no cover - exercised where Python >= 3.12 installs ArviZ 1.x
+        data = az.from_dict(groups)
+        if attrs:
+            for name in groups:
+                data[name].attrs.update(attrs)
+        return data
+    return az.from_dict(**groups, attrs=attrs or {})
+
+
+def _check_draws(name: str, arr) -> np.ndarray:
+    arr = np.asarray(arr)
+    if arr.ndim < 2:
+        raise ValueError(f"{name} must have shape (chain, draw, ...), got {arr.shape}")
+    return arr
+
+
+def to_inference_data(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray] | None = None,
+                      *, attrs: dict | None = None):
+    """ArviZ data from ``{name: (chain, draw, ...)}`` arrays of draws and of per-draw statistics.
+
+    ``sample_stats`` uses ArviZ's names (``lp``, ``acceptance_rate``, ``diverging``,
+    ``step_size``) so ``az.summary`` and ``az.plot_trace`` pick them up.
+    """
+    if not isinstance(posterior, Mapping) or not posterior:
+        raise TypeError("posterior must be a non-empty dict {name: array of shape (chain, draw, ...)}")
+    post = {k: _check_draws(f"posterior[{k!r}]", v) for k, v in posterior.items()}
+    shapes = {v.shape[:2] for v in post.values()}
+    if len(shapes) != 1:
+        raise ValueError(f"all posterior arrays need the same (chain, draw) shape, got {sorted(shapes)}")
+    stats = {k: _check_draws(f"sample_stats[{k!r}]", v) for k, v in (sample_stats or {}).items()}
+    return _from_dict({"posterior": post, "sample_stats": stats}, attrs)
+
+
+def posterior_dict(data) -> dict[str, np.ndarray]:
+    """``{name: (chain, draw, ...)}`` arrays from InferenceData/DataTree (or a dict, returned as is)."""
+    if hasattr(data, "posterior") or (ARVIZ_1 and "posterior" in getattr(data, "children", {})):
+        post = data["posterior"] if ARVIZ_1 else data.posterior
+        return {k: np.asarray(post[k].values) for k in post.data_vars}
+    if isinstance(data, Mapping):
+        return {k: np.asarray(v) for k, v in data.items()}
+    raise TypeError(f"expected InferenceData or a dict of (chain, draw, ...) arrays, got {type(data).__name__}")
+
+
+def summary(data, **kwargs):
+    """``arviz.summary`` as it is."""
+    return az.summary(data, **kwargs)
+
+
+def ess(data, **kwargs):
+    """``arviz.ess`` as it is (bulk ESS by default)."""
+    return az.ess(data, **kwargs)
+
+
+def rhat(data, **kwargs):
+    """``arviz.rhat`` as it is (rank-normalised split R-hat)."""
+    return az.rhat(data, **kwargs)
+
+
+def compare_to_reference(data, reference, var_names=None) -> dict[str, dict[str, np.ndarray]]:
+    """Per parameter, the error of the posterior mean and sd in units of the reference sd.
+
+    ``mean_error = (mean - mean_ref) / sd_ref`` and ``sd_error = (sd - sd_ref) / sd_ref``, element by
+    element for array-valued sites. ``reference`` is InferenceData or ``{name: (chain, draw, ...)}``
+    (e.g. posteriordb reference draws); only names present in both are compared, or ``var_names``.
+    A mean error of ``z`` reference sds is ``z·√ESS`` Monte Carlo standard errors of the estimate.
+    """
+    draws, ref = posterior_dict(data), posterior_dict(reference)
+    names = list(var_names) if var_names is not None else [k for k in draws if k in ref]
+    if not names:
+        raise ValueError(f"no parameter in common between the draws {sorted(draws)} and the reference {sorted(ref)}")
+    out = {}
+    for name in names:
+        if name not in draws or name not in ref:
+            raise ValueError(f"{name!r} missing from {'draws' if name not in draws else 'reference'}")
+        x = draws[name].reshape((-1,) + draws[name].shape[2:]).astype(np.float64)
+        r = ref[name].reshape((-1,) + ref[name].shape[2:]).astype(np.float64)
+        if x.shape[1:] != r.shape[1:]:
+            raise ValueError(f"{name!r}: draws have shape {x.shape[1:]}, reference {r.shape[1:]}")
+        sd_ref = r.std(0, ddof=1)
+        out[name] = {"mean_error": (x.mean(0) - r.mean(0)) / sd_ref,
+                     "sd_error": (x.std(0, ddof=1) - sd_ref) / sd_ref}
+    return out
+
+
+def format_comparison(comparison: dict) -> str:
+    """A small table of `compare_to_reference` results: one line per scalar parameter."""
+    lines = [f"{'parameter':<22}{'mean err (sd)':>15}{'sd err (rel)':>14}"]
+    for name, errs in comparison.items():
+        m, s = np.atleast_1d(errs["mean_error"]), np.atleast_1d(errs["sd_error"])
+        for i, (mi, si) in enumerate(zip(m.ravel(), s.ravel())):
+            label = name if m.size == 1 else f"{name}[{i}]"
+            lines.append(f"{label:<22}{mi:>15.3f}{si:>14.3f}")
+    return "\n".join(lines)

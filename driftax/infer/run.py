@@ -1,0 +1,326 @@
+"""`sample`: many chains of a kernel from the registry, compiled in chunks, sharded over devices.
+
+The loop (DESIGN.md, "The sampling loop"): a Python loop over chunks calls one compiled program
+that runs ``chunk`` steps of every chain (``vmap`` over the chains of a device, ``lax.scan`` over
+steps, ``shard_map`` over a 1-D mesh of all devices). Between chunks the kept draws are copied
+into preallocated host arrays and the progress bar advances, so the bar never enters compiled
+code and device memory never holds more than one chunk of draws. Each device carries its own
+generator state and draws the noise of its chains in bulk (`driftax.samplers.rng`); the draws
+therefore depend on the seed and on the number of devices, not on anything else.
+
+Several hosts join through ``jax.distributed.initialize`` before calling `sample`; every
+process then calls `sample` with the same arguments, each runs the chains of its devices, and
+the draws are all-gathered so every process returns the full InferenceData.
+"""
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.experimental import multihost_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from driftax.infer import adaptation, diagnostics, methods
+from driftax.models.base import Target
+from driftax.samplers import rng as fast_rng
+
+__all__ = ["sample"]
+
+_AXIS = "chain"
+
+
+# --- validation ---------------------------------------------------------------------------------
+def _check_int(name, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_positive(name, value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be positive and finite, got {value!r}")
+    return v
+
+
+def _initial_positions(target: Target, init, num_chains: int, key) -> np.ndarray:
+    if init is None:
+        x = np.asarray(target.initial_positions(key, num_chains), np.float32)
+    else:
+        x = np.asarray(init, np.float32)
+        if x.shape == (target.dim,):
+            x = np.broadcast_to(x, (num_chains, target.dim)).copy()
+        if x.shape != (num_chains, target.dim):
+            raise ValueError(
+                f"init must have shape (num_chains, dim) = ({num_chains}, {target.dim}) or "
+                f"(dim,) = ({target.dim},), got {x.shape}"
+            )
+    if not np.all(np.isfinite(x)):
+        bad = np.unique(np.nonzero(~np.isfinite(x))[0]).tolist()
+        raise ValueError(f"init has non-finite values (chains {bad})")
+    return x
+
+
+# --- placement on the mesh ----------------------------------------------------------------------
+def _mesh(num_chains: int) -> Mesh:
+    devices = jax.devices()
+    n = math.gcd(num_chains, len(devices))
+    if n < len(devices):
+        warnings.warn(
+            f"num_chains={num_chains} does not divide over {len(devices)} devices; using {n}. "
+            "Choose a multiple of the device count to use them all.", stacklevel=3)
+    return Mesh(np.array(devices[:n]), (_AXIS,))
+
+
+def _place(x: np.ndarray, mesh: Mesh, spec) -> jax.Array:
+    """A global array from a host array every process holds whole (one path for 1 or many hosts)."""
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda idx: x[idx])
+
+
+def _to_host(tree):
+    def get(a):
+        return np.asarray(a) if a.is_fully_addressable else np.asarray(
+            multihost_utils.process_allgather(a, tiled=True))
+    return jax.tree.map(get, tree)
+
+
+# --- the driver ---------------------------------------------------------------------------------
+def sample(
+    target: Target,
+    method="mala",
+    *,
+    num_chains: int = 4,
+    num_samples: int = 1000,
+    num_warmup: int = 1000,
+    thinning: int = 1,
+    seed=0,
+    init=None,
+    progress: bool = True,
+    step_size: float | None = None,
+    adapt_step_size: bool = True,
+    mass_matrix: str | None = "diag",
+    target_acceptance: float | None = None,
+    chunk_size: int | None = None,
+    unroll: int = 1,
+):
+    """Draw ``num_samples`` per chain from ``target`` with a registered kernel; return ArviZ data.
+
+    Warm-up (``num_warmup`` steps) adapts one step size shared by all chains by dual averaging
+    towards ``target_acceptance`` and, with ``mass_matrix="diag"`` or ``"dense"``, the inverse
+    mass matrix from the pooled variance of all chains in Stan's doubling windows
+    (`driftax.infer.adaptation`). Sampling then runs ``num_samples * thinning`` steps and keeps
+    every ``thinning``-th state.
+
+    Parameters
+    ----------
+    target
+        A `driftax.models.Target` (from `from_numpyro`, the gallery, or built by hand).
+    method
+        A name in `driftax.infer.methods.available()` (``"mala"``) or a `methods.Method`.
+    num_chains, num_samples, num_warmup, thinning
+        Chains (``>= 1``), kept draws per chain (``>= 1``), warm-up steps (``>= 0``), steps per
+        kept draw (``>= 1``).
+    seed
+        Integer seed or ``jax.random`` key: same seed, same devices, same draws.
+    init
+        Starting points ``(num_chains, dim)`` or ``(dim,)`` in the unconstrained space; default:
+        one draw of the target's ``init_fn`` per chain.
+    progress
+        Show a progress bar (updated between compiled chunks).
+    step_size
+        Initial (or, with ``adapt_step_size=False``, fixed) step size; default: the method's.
+    mass_matrix
+        ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted).
+    target_acceptance
+        Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA).
+    chunk_size
+        Steps (warm-up) or draws (sampling) per compiled call; default: about 1/20 of the run.
+    unroll
+        ``lax.scan`` unroll factor of the inner loop (a speed knob; results are unchanged).
+
+    Returns
+    -------
+    arviz.InferenceData
+        ``posterior``: every constrained site of the target (deterministic sites included) with
+        dims ``(chain, draw, ...)``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``,
+        ``step_size``; attrs: method, warm-up, final step size, devices, sampling time.
+    """
+    if not isinstance(target, Target):
+        raise TypeError(
+            f"target must be a driftax.models.Target, got {type(target).__name__}; wrap a log-density "
+            "with driftax.models.Target(logdensity_fn, dim)")
+    method = methods.get(method)
+    num_chains = _check_int("num_chains", num_chains, 1)
+    num_samples = _check_int("num_samples", num_samples, 1)
+    num_warmup = _check_int("num_warmup", num_warmup, 0)
+    thinning = _check_int("thinning", thinning, 1)
+    unroll = _check_int("unroll", unroll, 1)
+    step_size = _check_positive("step_size", method.default_step_size if step_size is None else step_size)
+    if mass_matrix not in ("diag", "dense", None):
+        raise ValueError(f"mass_matrix must be 'diag', 'dense' or None, got {mass_matrix!r}")
+    if target_acceptance is None:
+        target_acceptance = method.target_acceptance
+    if target_acceptance is None:
+        adapt_step_size = False  # no Metropolis step: nothing to aim at
+    elif not 0 < float(target_acceptance) < 1:
+        raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
+    if chunk_size is not None:
+        chunk_size = _check_int("chunk_size", chunk_size, 1)
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        key = jax.random.key(int(seed))
+    elif isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
+        key = seed
+    else:
+        raise TypeError(f"seed must be an integer or a jax.random key, got {type(seed).__name__}")
+
+    dim = target.dim
+    key_init, key_rng = jax.random.split(key)
+    positions = _initial_positions(target, init, num_chains, key_init)
+
+    mesh = _mesh(num_chains)
+    n_dev = mesh.devices.size
+    chain_spec, rep = P(_AXIS), P()
+    logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
+    dense = mass_matrix == "dense"
+    imm0 = None if mass_matrix is None else (jnp.eye(dim) if dense else jnp.ones(dim))
+    ad_init, ad_update, ad_final = adaptation.window_adaptation(
+        target_acceptance or 0.5, dim, mass_matrix if num_warmup else None,
+        adapt_step_size and num_warmup > 0, axis_name=_AXIS)
+
+    def shard(f, in_specs, out_specs):
+        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
+
+    # Initial states; a start where the density or its gradient is not finite is an input error.
+    states = shard(jax.vmap(lambda x: method.init(x, logdensity_fn)), (chain_spec,), chain_spec)(
+        _place(positions, mesh, chain_spec))
+    lp0, grad_ok = _to_host((states.logdensity, jax.vmap(lambda g: jnp.all(jnp.isfinite(g)))(
+        states.logdensity_grad)))
+    bad = np.nonzero(~(np.isfinite(lp0) & grad_ok))[0]
+    if bad.size:
+        raise ValueError(
+            f"init: the log-density or its gradient is not finite at the start of chains {bad.tolist()} "
+            f"(log-density {lp0[bad[:5]].tolist()}); pass finite starting points with init=")
+
+    rng_states = np.stack([np.asarray(fast_rng.state_from_key(jax.random.fold_in(key_rng, d)))
+                           for d in range(n_dev)])
+    rng_state = _place(rng_states, mesh, chain_spec)
+
+    def one_step(carry, step_size, imm):
+        chain_states, rs = carry
+        rs, z = fast_rng.normal(rs[0], (chain_states.logdensity.shape[0], n_noise))
+        new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(chain_states, z)
+        return (new, rs[None]), info
+
+    # Warm-up -------------------------------------------------------------------------------------
+    w_chunk = chunk_size or max(1, min(500, -(-num_warmup // 10)))
+    n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
+    stage, window_end = adaptation.schedule(num_warmup, n_w_chunks * w_chunk)
+    ad_state = ad_init(step_size, imm0)
+
+    def warmup_chunk(chain_states, rs, ad, stages, ends):
+        def body(carry, x):
+            chain_states, rs, ad = carry
+            stg, end = x
+            (new, rs), info = one_step((chain_states, rs), ad.step_size, ad.inverse_mass_matrix)
+            active = stg != adaptation.OFF
+            new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
+            ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)
+            n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
+            acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
+            return (new, rs, ad), (acc, n_div)
+        (chain_states, rs, ad), (acc, n_div) = lax.scan(
+            body, (chain_states, rs, ad), (stages, ends), unroll=unroll)
+        return chain_states, rs, ad, acc, n_div
+
+    # Sampling ------------------------------------------------------------------------------------
+    d_chunk = chunk_size or max(1, min(500, -(-num_samples // 20)))
+    n_d_chunks = -(-num_samples // d_chunk)
+
+    def sample_chunk(chain_states, rs, step_size, imm):
+        def draw(carry, _):
+            def inner(c, _):
+                return one_step(c, step_size, imm)
+            carry, info = lax.scan(inner, carry, None, length=thinning, unroll=min(unroll, thinning))
+            chain_states = carry[0]
+            stats = {
+                "lp": chain_states.logdensity,
+                "acceptance_rate": info.acceptance_rate.mean(0),
+                "diverging": info.diverging.any(0),
+            }
+            return carry, (jax.vmap(target.constrain)(chain_states.position), stats)
+        (chain_states, rs), (draws, stats) = lax.scan(draw, (chain_states, rs), None, length=d_chunk)
+        return chain_states, rs, draws, stats
+
+    draw_spec = P(None, _AXIS)
+    warmup_fn = shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec, chain_spec, rep, rep, rep))
+    sample_fn = shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec))
+
+    show = progress and jax.process_index() == 0
+    bar = _progress(num_warmup + num_samples * thinning, show)
+    t0 = time.perf_counter()
+    warmup_divergences = 0
+    for c in range(n_w_chunks):
+        sl = slice(c * w_chunk, (c + 1) * w_chunk)
+        states, rng_state, ad_state, acc, n_div = warmup_fn(
+            states, rng_state, ad_state, jnp.asarray(stage[sl]), jnp.asarray(window_end[sl]))
+        n_div = int(np.asarray(n_div).sum())
+        warmup_divergences += n_div
+        bar.update(min(w_chunk, num_warmup - c * w_chunk))
+        bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
+                        accept=f"{float(np.asarray(acc).mean()):.2f}", refresh=False)
+    final_step_size, imm = ad_final(ad_state)
+    final_step_size = jnp.asarray(final_step_size, jnp.float32)
+
+    out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), jnp.float32))
+    posterior = {k: np.empty((num_chains, num_samples) + v.shape, v.dtype) for k, v in out_shapes.items()}
+    stats_out = {"lp": np.empty((num_chains, num_samples), np.float32),
+                 "acceptance_rate": np.empty((num_chains, num_samples), np.float32),
+                 "diverging": np.empty((num_chains, num_samples), bool)}
+    n_divergent = 0
+    for c in range(n_d_chunks):
+        states, rng_state, draws, stats = sample_fn(states, rng_state, final_step_size, imm)
+        draws, stats = _to_host((draws, stats))
+        lo, hi = c * d_chunk, min((c + 1) * d_chunk, num_samples)
+        for name, arr in draws.items():
+            posterior[name][:, lo:hi] = np.moveaxis(arr[: hi - lo], 0, 1)
+        for name, arr in stats.items():
+            stats_out[name][:, lo:hi] = arr[: hi - lo].T
+        n_divergent += int(stats["diverging"][: hi - lo].sum())
+        bar.update((hi - lo) * thinning)
+        bar.set_postfix(phase="sampling", accept=f"{stats_out['acceptance_rate'][:, :hi].mean():.2f}",
+                        divergent=n_divergent, refresh=False)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+
+    stats_out["step_size"] = np.full((num_chains, num_samples), float(final_step_size), np.float32)
+    attrs = {
+        "inference_library": "driftax",
+        "method": method.name,
+        "target": target.name,
+        "num_warmup": num_warmup,
+        "thinning": thinning,
+        "step_size": float(final_step_size),
+        "mass_matrix": str(mass_matrix),
+        "num_devices": int(n_dev),
+        "num_warmup_divergences": int(warmup_divergences),
+        "sampling_time": float(elapsed),
+    }
+    return diagnostics.to_inference_data(posterior, stats_out, attrs=attrs)
+
+
+def _progress(total: int, show: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, disable=not show, unit="step", dynamic_ncols=True, leave=True)
