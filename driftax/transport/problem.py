@@ -1,0 +1,277 @@
+"""Entropic optimal-transport problems: input validation, precision policy, the ``OTResult`` pytree.
+
+The problem solved by every solver of :mod:`driftax.transport` is (Cuturi 2013; Peyré & Cuturi 2019)::
+
+    min_{P >= 0, P 1 = a, P^T 1 = b}  <C, P> + eps * sum_ij P_ij log P_ij                       (primal)
+
+    max_{f, g}  D(f, g) = <a, f> + <b, g> - eps * sum_ij exp((f_i + g_j - C_ij) / eps) + eps * sum(a)   (dual)
+
+with the optimal plan ``P_ij = exp((f_i + g_j - C_ij) / eps)``. At the optimum the primal and dual values are
+equal; ``OTResult.reg_cost`` reports ``D(f, g)`` (a lower bound at every iterate). Up to the constant
+``eps * sum(a)``, the primal is the objective of POT (``ot.sinkhorn``: ``<C, P> + reg * sum P log P``), so plans
+and regularised costs are directly comparable with POT.
+
+Zero weights are allowed: the corresponding potentials are ``-inf`` and the plan rows/columns are exactly 0.
+
+Precision. The rest of driftax runs in float32; the OT solvers need float64 to reach marginal errors below about
+1e-6 and at small ``eps``. The public solvers therefore take ``dtype`` (default ``None``): with concrete
+(non-traced) inputs and ``dtype=None`` they compute in float64 inside :func:`jax.enable_x64` *without* touching
+the global ``jax_enable_x64`` flag; under a caller's ``jit``/``vmap`` the inputs are tracers whose dtype is
+fixed by the caller, so enable x64 yourself (``with jax.enable_x64(True): ...``) to get float64 there.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["OTResult", "marginal_error", "NORMS"]
+
+NORMS = ("l1", "l2", "linf")
+
+
+class OTResult(NamedTuple):
+    """Result of an entropic OT solve (a pytree: ``jit``/``vmap`` return it batched).
+
+    Attributes:
+      f, g: dual potentials, shapes ``(n,)`` and ``(m,)``; ``P_ij = exp((f_i + g_j - C_ij) / eps)``.
+        Defined up to ``(f + t, g - t)``; ``-inf`` where the weight is zero.
+      cost: the cost matrix ``C`` (kept so that :meth:`plan` can be formed on request).
+      a, b: marginals; epsilon: the regularisation.
+      transport_cost: ``<C, P>`` for the returned plan (the "Sinkhorn distance" of Cuturi 2013).
+      reg_cost: dual value ``D(f, g)``, equal at optimum to ``<C, P> + eps * sum P log P``.
+      marginal_error: ``|P 1 - a| + |P^T 1 - b|`` in the chosen norm, recomputed from ``(f, g)`` after the solve.
+      iterations: total iterations (Sinkhorn sweeps + Newton steps for SNS).
+      converged: ``marginal_error <= tol`` and every output finite. Never true for a NaN result.
+      errors: marginal error after each iteration (``-1`` past the last iteration).
+      newton_iterations, cg_iterations: Newton steps and total conjugate-gradient iterations (0 for Sinkhorn).
+      density: mean fraction of the entries of ``P`` kept in the sparsified Hessian (0 for Sinkhorn).
+    """
+
+    f: jax.Array
+    g: jax.Array
+    cost: jax.Array
+    a: jax.Array
+    b: jax.Array
+    epsilon: jax.Array
+    transport_cost: jax.Array
+    reg_cost: jax.Array
+    marginal_error: jax.Array
+    iterations: jax.Array
+    converged: jax.Array
+    errors: jax.Array
+    newton_iterations: jax.Array
+    cg_iterations: jax.Array
+    density: jax.Array
+
+    def _ctx(self):
+        # a float64 result keeps float64 in its helpers even where the global x64 flag is off
+        f64 = getattr(self.f, "dtype", None) == jnp.dtype(jnp.float64)
+        return jax.enable_x64(True) if f64 and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+
+    def plan(self) -> jax.Array:
+        """The transport plan ``P_ij = exp((f_i + g_j - C_ij) / eps)`` (materialised, ``(n, m)``)."""
+        with self._ctx():
+            return _plan(self.f, self.g, self.cost, self.epsilon)
+
+    def marginals(self) -> tuple[jax.Array, jax.Array]:
+        """``(P 1, P^T 1)``."""
+        with self._ctx():
+            p = self.plan()
+            return p.sum(axis=-1), p.sum(axis=-2)
+
+    def apply(self, v: jax.Array, axis: int = 1) -> jax.Array:
+        """``P v`` (``axis=1``) or ``P^T v`` (``axis=0``), e.g. barycentric maps ``P y / a``."""
+        with self._ctx():
+            p = self.plan()
+            v = jnp.asarray(v, p.dtype)
+            return p @ v if axis == 1 else jnp.swapaxes(p, -1, -2) @ v
+
+
+# --------------------------------------------------------------------------- numerics shared by the solvers
+
+def _plan(f, g, cost, eps):
+    return jnp.exp((f[..., :, None] + g[..., None, :] - cost) / eps[..., None, None])
+
+
+def _safe_dot(w, x):
+    """``<w, x>`` with ``0 * (-inf) = 0`` (zero weights have -inf potentials)."""
+    return jnp.sum(jnp.where(w > 0, w * x, 0.0))
+
+
+def _norm(x, norm: str):
+    if norm == "l1":
+        return jnp.sum(jnp.abs(x))
+    if norm == "l2":
+        return jnp.sqrt(jnp.sum(x * x))
+    return jnp.max(jnp.abs(x))
+
+
+def _finalize(a, b, cost, eps, f, g, tol, norm):
+    """One pass over the plan: exact marginal error, transport cost, dual value, convergence flag."""
+    p = _plan(f, g, cost, eps)
+    r = p.sum(axis=1)
+    c = p.sum(axis=0)
+    err = _norm(r - a, norm) + _norm(c - b, norm)
+    transport = jnp.sum(jnp.where(p > 0, p * cost, 0.0))
+    mass = jnp.sum(a)
+    dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - mass)
+    finite = (jnp.isfinite(err) & jnp.isfinite(transport) & jnp.isfinite(dual)
+              & jnp.all(jnp.where(a > 0, jnp.isfinite(f), True))
+              & jnp.all(jnp.where(b > 0, jnp.isfinite(g), True)))
+    converged = finite & (err <= tol)
+    return err, transport, dual, converged
+
+
+def marginal_error(f, g, a, b, cost, epsilon, norm: str = "l1") -> jax.Array:
+    """``|P 1 - a| + |P^T 1 - b|`` for the plan of the potentials ``(f, g)`` (norm ``l1``, ``l2`` or ``linf``)."""
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    eps = jnp.asarray(epsilon)
+    p = _plan(jnp.asarray(f), jnp.asarray(g), jnp.asarray(cost), eps)
+    return _norm(p.sum(axis=1) - a, norm) + _norm(p.sum(axis=0) - b, norm)
+
+
+# --------------------------------------------------------------------------- validation at the boundary
+
+def _is_tracer(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
+def _any_tracer(*xs) -> bool:
+    return any(_is_tracer(x) for x in xs)
+
+
+def _check_numeric(x, name: str):
+    if x is None:
+        return
+    if isinstance(x, (str, bytes)) or (hasattr(x, "dtype") and not (
+            jnp.issubdtype(x.dtype, jnp.floating) or jnp.issubdtype(x.dtype, jnp.integer)
+            or jnp.issubdtype(x.dtype, jnp.bool_))):
+        raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}"
+                        + (f" of dtype {x.dtype}" if hasattr(x, "dtype") else ""))
+    if not hasattr(x, "dtype"):
+        try:
+            arr = np.asarray(x)
+        except Exception as e:  # pragma: no cover - exotic inputs
+            raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__}") from e
+        if not (np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)):
+            raise TypeError(f"{name} must be a real numeric array, got {type(x).__name__} of dtype {arr.dtype}")
+
+
+def precision_context(dtype, *arrays):
+    """Context in which a public solver computes: float64 by default for concrete inputs (see module doc)."""
+    if dtype is None:
+        if _any_tracer(*arrays):
+            return contextlib.nullcontext(), None
+        return jax.enable_x64(True), jnp.float64
+    dt = jnp.dtype(dtype)
+    if dt not in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)):
+        raise TypeError(f"dtype must be float32, float64 or None, got {dtype!r}")
+    if dt == jnp.dtype(jnp.float64):
+        return jax.enable_x64(True), jnp.float64
+    return contextlib.nullcontext(), jnp.float32
+
+
+def _positive_scalar(x, name: str, dtype):
+    _check_numeric(x, name)
+    if _is_tracer(x):
+        arr = jnp.asarray(x, dtype=dtype)
+        if arr.ndim != 0:
+            raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+        return arr
+    arr = np.asarray(x)
+    if arr.ndim != 0:
+        raise ValueError(f"{name} must be a scalar, got shape {arr.shape}")
+    v = float(arr)
+    if not np.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {v}")
+    return jnp.asarray(v, dtype=dtype)
+
+
+def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
+    """Check and cast ``(a, b, cost, epsilon, tol)``; raises ``ValueError``/``TypeError`` naming the argument.
+
+    Shape checks always run; value checks (signs, masses, finiteness, positivity) run on concrete inputs only
+    (under ``jit``/``vmap`` the values are unknown at trace time).
+    """
+    if norm not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    for x, name in ((cost, "cost"), (a, "a"), (b, "b")):
+        _check_numeric(x, name)
+    if cost is None:
+        raise TypeError("cost must be a 2-D array, got None")
+    if dtype is None:
+        dtype = jnp.result_type(*(x for x in (a, b, cost) if x is not None), float)
+    cost_arr = jnp.asarray(cost, dtype=dtype)
+    if cost_arr.ndim != 2:
+        raise ValueError(f"cost must be a 2-D (n, m) matrix, got shape {cost_arr.shape}")
+    n, m = cost_arr.shape
+    if n == 0 or m == 0:
+        raise ValueError(f"cost must be non-empty, got shape {cost_arr.shape}")
+    a_arr = jnp.full((n,), 1.0 / n, dtype=dtype) if a is None else jnp.asarray(a, dtype=dtype)
+    b_arr = jnp.full((m,), 1.0 / m, dtype=dtype) if b is None else jnp.asarray(b, dtype=dtype)
+    if a_arr.shape != (n,):
+        raise ValueError(f"a must have shape ({n},) to match cost of shape {cost_arr.shape}, got {a_arr.shape}")
+    if b_arr.shape != (m,):
+        raise ValueError(f"b must have shape ({m},) to match cost of shape {cost_arr.shape}, got {b_arr.shape}")
+    eps = _positive_scalar(epsilon, "epsilon", dtype)
+    tol_arr = _positive_scalar(tol, "tol", dtype)
+
+    if not _any_tracer(a, b, cost):
+        c_np = np.asarray(cost_arr)
+        bad = int(np.size(c_np) - np.count_nonzero(np.isfinite(c_np)))
+        if bad:
+            raise ValueError(f"cost must be finite, got {bad} non-finite entries (NaN or inf)")
+        for arr, name in ((a_arr, "a"), (b_arr, "b")):
+            x = np.asarray(arr)
+            if not np.all(np.isfinite(x)):
+                raise ValueError(f"{name} must be finite, got {int(np.sum(~np.isfinite(x)))} non-finite entries")
+            if np.any(x < 0):
+                raise ValueError(f"{name} must be non-negative, got minimum {x.min():.3e} "
+                                 f"({int(np.sum(x < 0))} negative entries)")
+            if x.sum() <= 0:
+                raise ValueError(f"{name} must have positive total mass, got {x.sum():.3e}")
+        sa, sb = float(np.sum(np.asarray(a_arr, np.float64))), float(np.sum(np.asarray(b_arr, np.float64)))
+        gap = abs(sa - sb)
+        slack = max(0.5 * float(tol_arr), 100 * float(jnp.finfo(dtype).eps) * max(sa, sb))
+        if gap > slack:
+            raise ValueError(
+                f"a and b must have the same total mass (balanced OT): a sums to {sa:.12g} and b to {sb:.12g}, "
+                f"they differ by {gap:.3e} (relative {gap / max(sa, sb):.3e}); normalise them, e.g. a / a.sum()")
+    return a_arr, b_arr, cost_arr, eps, tol_arr
+
+
+def check_int(x, name: str, minimum: int = 0) -> int:
+    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
+        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
+    if x < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {x}")
+    return int(x)
+
+
+def check_init(init, n: int, m: int, dtype):
+    if init is None:
+        return jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+    if not (isinstance(init, (tuple, list)) and len(init) == 2):
+        raise TypeError("init must be a pair (f, g) of potentials or None")
+    f0 = jnp.asarray(init[0], dtype=dtype)
+    g0 = jnp.asarray(init[1], dtype=dtype)
+    if f0.shape != (n,) or g0.shape != (m,):
+        raise ValueError(f"init potentials must have shapes ({n},) and ({m},), got {f0.shape} and {g0.shape}")
+    if not _any_tracer(*init):
+        if not (np.all(np.isfinite(np.asarray(f0))) and np.all(np.isfinite(np.asarray(g0)))):
+            raise ValueError("init potentials must be finite")
+    return f0, g0
+
+
+def warn_if_float32(dtype, tol):
+    if jnp.dtype(dtype) == jnp.dtype(jnp.float32) and not _is_tracer(tol) and float(tol) < 1e-6:
+        warnings.warn(
+            f"solving in float32 with tol={float(tol):.1e}: float32 marginals stall around 1e-7; enable float64 "
+            "(dtype=None with concrete inputs, or `with jax.enable_x64(True):` under jit/vmap)",
+            RuntimeWarning, stacklevel=3)

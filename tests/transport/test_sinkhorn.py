@@ -1,0 +1,168 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import ot
+import pytest
+
+from driftax import transport as tr
+from tests.transport.conftest import plan_np, point_clouds
+
+
+def _pot_reg_cost(P, C, eps):
+    # POT's objective <C, P> + reg * sum P log P
+    return float(np.sum(C * P) + eps * np.sum(P * np.log(P)))
+
+
+@pytest.mark.parametrize("eps", [0.05, 0.01])
+def test_matches_pot_sinkhorn_log(eps):
+    a, b, C = point_clouds(60, 45, weights=True, seed=1)
+    P_pot, log = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=200_000, stopThr=1e-15, log=True)
+    res = tr.sinkhorn(a, b, C, eps, tol=1e-13)
+    assert bool(res.converged)
+    P = plan_np(res)
+    # plans: relative difference <= 1e-8 (both converged to ~1e-13 marginal error)
+    assert np.max(np.abs(P - P_pot)) <= 1e-8 * np.max(P_pot)
+    # regularised cost: our dual value equals POT's primal objective at the optimum
+    ref = _pot_reg_cost(P_pot, C, eps)
+    assert abs(float(res.reg_cost) - ref) <= 1e-8 * abs(ref)
+    assert abs(float(res.transport_cost) - np.sum(C * P_pot)) <= 1e-8 * np.sum(C * P_pot)
+    # potentials up to the constant (f + t, g - t): POT's log_u = f / eps + const
+    df = np.asarray(res.f) - eps * log["log_u"]
+    dg = np.asarray(res.g) - eps * log["log_v"]
+    assert np.ptp(df) <= 1e-8 * np.ptp(np.asarray(res.f))
+    assert abs(df.mean() + dg.mean()) <= 1e-8 * np.abs(np.asarray(res.f)).max()
+
+
+def test_marginal_error_recomputed_independently():
+    a, b, C = point_clouds(80, 80, seed=2)
+    res = tr.sinkhorn(a, b, C, 0.01, tol=1e-9)
+    P = plan_np(res)
+    err = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
+    assert bool(res.converged)
+    assert err <= 1e-9
+    assert abs(err - float(res.marginal_error)) <= 1e-12
+    hist = np.asarray(res.errors)
+    assert int(res.iterations) == int(np.sum(hist >= 0))
+    assert hist[int(res.iterations) - 1] <= 1e-9
+
+
+def test_transport_cost_tends_to_emd():
+    # 0 <= <C, P_eps> - OT <= eps * log(n) for uniform weights (entropy bounds: -2 log n <= sum P log P <= -log n)
+    a, b, C = point_clouds(50, 50, seed=3)
+    exact = ot.emd2(a, b, C)
+    gaps = []
+    for eps in [1e-1, 1e-2, 2e-3]:
+        res = tr.sinkhorn(a, b, C, eps, tol=1e-10)
+        assert bool(res.converged)
+        gap = float(res.transport_cost) - exact
+        assert -1e-10 <= gap <= eps * np.log(50) + 1e-10
+        gaps.append(gap)
+    assert gaps[0] > gaps[1] > gaps[2]
+    res = tr.sns(a, b, C, 2e-4, tol=1e-10)
+    assert bool(res.converged)
+    assert abs(float(res.transport_cost) - exact) <= 2e-4 * np.log(50)
+
+
+def test_epsilon_scaling_same_solution():
+    a, b, C = point_clouds(70, 60, seed=4, weights=True)
+    r1 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10)
+    r2 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10, epsilon_scaling=0.9)
+    assert bool(r1.converged) and bool(r2.converged)
+    assert abs(float(r1.reg_cost) - float(r2.reg_cost)) <= 1e-9 * abs(float(r1.reg_cost))
+    np.testing.assert_allclose(plan_np(r1), plan_np(r2), atol=1e-9 * plan_np(r1).max())
+
+
+def test_warm_start_init():
+    a, b, C = point_clouds(50, 50, seed=5)
+    r1 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10)
+    r2 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10, init=(r1.f, r1.g))
+    assert int(r2.iterations) <= 1 and bool(r2.converged)
+
+
+def test_zero_weights_match_compressed_problem():
+    a, b, C = point_clouds(40, 30, seed=6, weights=True)
+    a[[3, 10]] = 0.0
+    b[[0]] = 0.0
+    a, b = a / a.sum(), b / b.sum()
+    res = tr.sinkhorn(a, b, C, 0.01, tol=1e-11)
+    ka, kb = a > 0, b > 0
+    ref = tr.sinkhorn(a[ka], b[kb], C[np.ix_(ka, kb)], 0.01, tol=1e-11)
+    assert bool(res.converged) and np.isfinite(float(res.reg_cost))
+    P = plan_np(res)
+    assert np.all(P[~ka] == 0) and np.all(P[:, ~kb] == 0)
+    np.testing.assert_allclose(P[np.ix_(ka, kb)], plan_np(ref), atol=1e-10 * P.max())
+    assert abs(float(res.reg_cost) - float(ref.reg_cost)) <= 1e-9 * abs(float(ref.reg_cost))
+    rs = tr.sns(a, b, C, 0.01, tol=1e-11)
+    assert bool(rs.converged)
+    np.testing.assert_allclose(plan_np(rs), P, atol=1e-8 * P.max())
+
+
+def test_vmap_over_batch_equals_single_solves(x64):
+    rng = np.random.default_rng(7)
+    B, n = 8, 40
+    x = rng.random((B, n, 2))
+    y = rng.random((B, n, 2))
+    C = jnp.asarray(((x[:, :, None] - y[:, None]) ** 2).sum(-1))
+    a = jnp.asarray(rng.dirichlet(np.ones(n) * 5, size=B))
+    b = jnp.asarray(rng.dirichlet(np.ones(n) * 5, size=B))
+    eps = jnp.asarray(np.linspace(0.005, 0.05, B))
+    batched = jax.jit(jax.vmap(lambda a, b, C, e: tr.sinkhorn(a, b, C, e, tol=1e-10)))(a, b, C, eps)
+    assert batched.f.shape == (B, n)
+    for i in range(B):
+        single = tr.sinkhorn(a[i], b[i], C[i], eps[i], tol=1e-10)
+        assert int(batched.iterations[i]) == int(single.iterations)
+        np.testing.assert_allclose(batched.f[i], single.f, rtol=0, atol=1e-12)
+        np.testing.assert_allclose(batched.reg_cost[i], single.reg_cost, rtol=1e-12)
+        assert bool(batched.converged[i])
+
+
+def test_small_epsilon_is_finite():
+    # epsilon = 1e-4 relative to the cost scale: kernel exp(-C/eps) underflows everywhere, log domain does not
+    a, b, C = point_clouds(60, 60, seed=8)
+    eps = 1e-4 * C.max()
+    res = tr.sinkhorn(a, b, C, eps, tol=1e-8, max_iter=500)
+    for x in (res.f, res.g, res.reg_cost, res.transport_cost, res.marginal_error):
+        assert np.all(np.isfinite(np.asarray(x)))
+    assert not bool(res.converged)  # 500 sweeps are far too few at this epsilon: honestly reported
+    r2 = tr.sns(a, b, C, eps, tol=1e-8)
+    assert bool(r2.converged) and float(r2.marginal_error) <= 1e-8
+    assert np.isfinite(float(r2.reg_cost))
+    assert abs(float(r2.transport_cost) - ot.emd2(a, b, C)) <= eps * np.log(60)
+
+
+def test_nan_is_never_converged(x64):
+    # validation runs on concrete inputs; under jit a NaN cost reaches the solver and must give converged=False
+    a, b, C = point_clouds(20, 20, seed=9)
+    C[3, 4] = np.nan
+    res = jax.jit(lambda C: tr.sinkhorn(a, b, C, 0.1, tol=1e-8, max_iter=50))(jnp.asarray(C))
+    assert not bool(res.converged)
+    res = jax.jit(lambda C: tr.sns(a, b, C, 0.1, tol=1e-8, max_newton=5))(jnp.asarray(C))
+    assert not bool(res.converged)
+
+
+def test_float32_inputs_run_in_float64_by_default():
+    a, b, C = point_clouds(30, 30, seed=10)
+    res = tr.sinkhorn(a.astype(np.float32), b.astype(np.float32), C.astype(np.float32), 0.01, tol=1e-9)
+    assert res.f.dtype == jnp.float64 and bool(res.converged)
+    assert not jax.config.jax_enable_x64  # the global flag is untouched
+
+
+def test_float32_mode_warns_and_works():
+    a, b, C = point_clouds(30, 30, seed=10)
+    with pytest.warns(RuntimeWarning, match="float32"):
+        res = tr.sinkhorn(a, b, C, 0.05, tol=1e-8, max_iter=200, dtype=jnp.float32)
+    assert res.f.dtype == jnp.float32
+    res = tr.sinkhorn(a, b, C, 0.05, tol=1e-5, dtype="float32")
+    assert bool(res.converged)
+
+
+def test_plan_and_apply():
+    a, b, C = point_clouds(30, 20, seed=11)
+    res = tr.sinkhorn(a, b, C, 0.02, tol=1e-10)
+    P = np.asarray(res.plan())
+    r, c = res.marginals()
+    np.testing.assert_allclose(r, a, atol=1e-10)
+    np.testing.assert_allclose(c, b, atol=1e-10)
+    v = np.arange(20.0)
+    np.testing.assert_allclose(res.apply(v), P @ v, rtol=1e-12)
+    np.testing.assert_allclose(res.apply(np.arange(30.0), axis=0), P.T @ np.arange(30.0), rtol=1e-12)
