@@ -14,10 +14,11 @@ the draws are all-gathered so every process returns the full InferenceData.
 """
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
-from functools import partial
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -191,22 +192,17 @@ def sample(
 
     mesh = _mesh(num_chains)
     n_dev = mesh.devices.size
-    chain_spec, rep = P(_AXIS), P()
-    logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
-    dense = mass_matrix == "dense"
-    imm0 = None if mass_matrix is None else (jnp.eye(dim) if dense else jnp.ones(dim))
-    ad_init, ad_update, ad_final = adaptation.window_adaptation(
-        target_acceptance or 0.5, dim, mass_matrix if num_warmup else None,
-        adapt_step_size and num_warmup > 0, axis_name=_AXIS)
-
-    def shard(f, in_specs, out_specs):
-        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
+    w_chunk = chunk_size or max(1, min(500, -(-num_warmup // 10)))
+    n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
+    stage, window_end = adaptation.schedule(num_warmup, n_w_chunks * w_chunk)
+    d_chunk = chunk_size or max(1, min(500, -(-num_samples // 20)))
+    n_d_chunks = -(-num_samples // d_chunk)
+    progs = _programs(target, method, mesh, mass_matrix, bool(adapt_step_size and num_warmup > 0),
+                      float(target_acceptance or 0.5), num_warmup > 0, w_chunk, d_chunk, thinning, unroll)
 
     # Initial states; a start where the density or its gradient is not finite is an input error.
-    states = shard(jax.vmap(lambda x: method.init(x, logdensity_fn)), (chain_spec,), chain_spec)(
-        _place(positions, mesh, chain_spec))
-    lp0, grad_ok = _to_host((states.logdensity, jax.vmap(lambda g: jnp.all(jnp.isfinite(g)))(
-        states.logdensity_grad)))
+    states = progs.init(_place(positions, mesh, P(_AXIS)))
+    lp0, grad_ok = _to_host((states.logdensity, progs.grad_finite(states)))
     bad = np.nonzero(~(np.isfinite(lp0) & grad_ok))[0]
     if bad.size:
         raise ValueError(
@@ -215,57 +211,10 @@ def sample(
 
     rng_states = np.stack([np.asarray(fast_rng.state_from_key(jax.random.fold_in(key_rng, d)))
                            for d in range(n_dev)])
-    rng_state = _place(rng_states, mesh, chain_spec)
-
-    def one_step(carry, step_size, imm):
-        chain_states, rs = carry
-        rs, z = fast_rng.normal(rs[0], (chain_states.logdensity.shape[0], n_noise))
-        new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(chain_states, z)
-        return (new, rs[None]), info
-
-    # Warm-up -------------------------------------------------------------------------------------
-    w_chunk = chunk_size or max(1, min(500, -(-num_warmup // 10)))
-    n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
-    stage, window_end = adaptation.schedule(num_warmup, n_w_chunks * w_chunk)
-    ad_state = ad_init(step_size, imm0)
-
-    def warmup_chunk(chain_states, rs, ad, stages, ends):
-        def body(carry, x):
-            chain_states, rs, ad = carry
-            stg, end = x
-            (new, rs), info = one_step((chain_states, rs), ad.step_size, ad.inverse_mass_matrix)
-            active = stg != adaptation.OFF
-            new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
-            ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)
-            n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
-            acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
-            return (new, rs, ad), (acc, n_div)
-        (chain_states, rs, ad), (acc, n_div) = lax.scan(
-            body, (chain_states, rs, ad), (stages, ends), unroll=unroll)
-        return chain_states, rs, ad, acc, n_div
-
-    # Sampling ------------------------------------------------------------------------------------
-    d_chunk = chunk_size or max(1, min(500, -(-num_samples // 20)))
-    n_d_chunks = -(-num_samples // d_chunk)
-
-    def sample_chunk(chain_states, rs, step_size, imm):
-        def draw(carry, _):
-            def inner(c, _):
-                return one_step(c, step_size, imm)
-            carry, info = lax.scan(inner, carry, None, length=thinning, unroll=min(unroll, thinning))
-            chain_states = carry[0]
-            stats = {
-                "lp": chain_states.logdensity,
-                "acceptance_rate": info.acceptance_rate.mean(0),
-                "diverging": info.diverging.any(0),
-            }
-            return carry, (jax.vmap(target.constrain)(chain_states.position), stats)
-        (chain_states, rs), (draws, stats) = lax.scan(draw, (chain_states, rs), None, length=d_chunk)
-        return chain_states, rs, draws, stats
-
-    draw_spec = P(None, _AXIS)
-    warmup_fn = shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec, chain_spec, rep, rep, rep))
-    sample_fn = shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec))
+    rng_state = _place(rng_states, mesh, P(_AXIS))
+    ad_state = progs.ad_init(step_size, None if mass_matrix is None else (
+        jnp.eye(dim) if mass_matrix == "dense" else jnp.ones(dim)))
+    warmup_fn, sample_fn = progs.warmup, progs.sample
 
     show = progress and jax.process_index() == 0
     bar = _progress(num_warmup + num_samples * thinning, show)
@@ -280,7 +229,7 @@ def sample(
         bar.update(min(w_chunk, num_warmup - c * w_chunk))
         bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
                         accept=f"{float(np.asarray(acc).mean()):.2f}", refresh=False)
-    final_step_size, imm = ad_final(ad_state)
+    final_step_size, imm = progs.ad_final(ad_state)
     final_step_size = jnp.asarray(final_step_size, jnp.float32)
 
     out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), jnp.float32))
@@ -318,6 +267,76 @@ def sample(
         "sampling_time": float(elapsed),
     }
     return diagnostics.to_inference_data(posterior, stats_out, attrs=attrs)
+
+
+class _Programs(NamedTuple):
+    init: Callable
+    grad_finite: Callable
+    ad_init: Callable
+    ad_final: Callable
+    warmup: Callable
+    sample: Callable
+
+
+@functools.lru_cache(maxsize=32)
+def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, adapt_step_size: bool,
+              target_acceptance: float, warmup: bool, w_chunk: int, d_chunk: int, thinning: int,
+              unroll: int) -> _Programs:
+    """The compiled chunk programs, cached so repeated calls on one target compile once."""
+    dim = target.dim
+    chain_spec, rep = P(_AXIS), P()
+    logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
+    ad_init, ad_update, ad_final = adaptation.window_adaptation(
+        target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS)
+
+    def shard(f, in_specs, out_specs):
+        return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
+
+    def one_step(carry, step_size, imm):
+        chain_states, rs = carry
+        rs, z = fast_rng.normal(rs[0], (chain_states.logdensity.shape[0], n_noise))
+        new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(chain_states, z)
+        return (new, rs[None]), info
+
+    def warmup_chunk(chain_states, rs, ad, stages, ends):
+        def body(carry, x):
+            chain_states, rs, ad = carry
+            stg, end = x
+            (new, rs), info = one_step((chain_states, rs), ad.step_size, ad.inverse_mass_matrix)
+            active = stg != adaptation.OFF
+            new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
+            ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)
+            n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
+            acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
+            return (new, rs, ad), (acc, n_div)
+        (chain_states, rs, ad), (acc, n_div) = lax.scan(
+            body, (chain_states, rs, ad), (stages, ends), unroll=unroll)
+        return chain_states, rs, ad, acc, n_div
+
+    def sample_chunk(chain_states, rs, step_size, imm):
+        def draw(carry, _):
+            def inner(c, _):
+                return one_step(c, step_size, imm)
+            carry, info = lax.scan(inner, carry, None, length=thinning, unroll=min(unroll, thinning))
+            chain_states = carry[0]
+            stats = {
+                "lp": chain_states.logdensity,
+                "acceptance_rate": info.acceptance_rate.mean(0),
+                "diverging": info.diverging.any(0),
+            }
+            return carry, (jax.vmap(target.constrain)(chain_states.position), stats)
+        (chain_states, rs), (draws, stats) = lax.scan(draw, (chain_states, rs), None, length=d_chunk)
+        return chain_states, rs, draws, stats
+
+    draw_spec = P(None, _AXIS)
+    return _Programs(
+        init=shard(jax.vmap(lambda x: method.init(x, logdensity_fn)), (chain_spec,), chain_spec),
+        grad_finite=jax.jit(jax.vmap(lambda s: jnp.all(jnp.isfinite(s.logdensity_grad)))),
+        ad_init=ad_init,
+        ad_final=jax.jit(ad_final),
+        warmup=shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec,) * 2 + (rep,) * 3),
+        sample=shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec)),
+    )
 
 
 def _progress(total: int, show: bool):
