@@ -66,8 +66,17 @@ class _Flat(dist.ImproperUniform):
     Only ``sample`` differs from NumPyro's class, which raises ``NotImplementedError``: a draw is
     ``biject_to(support)(u)``, ``u ~ U(-2, 2)`` in the unconstrained space (NumPyro's
     ``init_to_uniform`` rule), so that running the model forward (seeded traces, initialisation
-    strategies such as ``init_to_median``) works. It plays no part in the density.
+    strategies such as ``init_to_median``) works. It plays no part in the density. The support is
+    kept unwrapped so that NumPyro's dynamic-support detection sees interval bounds.
     """
+
+    def __init__(self, support, batch_shape=(), event_shape=(), *, validate_args=None):
+        super().__init__(support, batch_shape, event_shape, validate_args=validate_args)
+        if len(event_shape) == support.event_dim:
+            # keep the bare constraint (NumPyro wraps it in ``independent(support, 0)``), so that
+            # NumPyro sees a bound that depends on another parameter (``interval(0, 1 - alpha1)``)
+            # as a dynamic support and constrains with the current bound, not the initial one
+            self.support = support
 
     def sample(self, key, sample_shape=()):
         transform = biject_to(self.support)
