@@ -32,7 +32,10 @@ def _from_dict(groups: dict, attrs: dict | None):
             for name in groups:
                 data[name].attrs.update(attrs)
         return data
-    return az.from_dict(**groups, attrs=attrs or {})
+    data = az.from_dict(**groups, attrs=attrs or {})
+    for name in groups:  # also on each group, where ArviZ 1.x keeps them
+        getattr(data, name).attrs.update(attrs or {})
+    return data
 
 
 def _check_draws(name: str, arr) -> np.ndarray:

@@ -45,7 +45,7 @@ class Target:
         included). Defaults to ``{"x": x}``.
     init_fn
         ``key -> x0``: a starting point for one chain, drawn at random so chains start apart.
-        Defaults to ``N(0, I)`` scaled by 1 (or exact draws when ``sample`` is given).
+        Defaults to ``N(0, I)``.
     mean, cov, log_Z, sample
         Optional ground truth in the unconstrained space: ``E[x]``, ``Cov[x]``,
         ``log ∫ exp(logdensity_fn)``, and ``sample(key, n) -> (n, dim)`` exact draws.

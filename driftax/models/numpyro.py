@@ -17,18 +17,20 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.initialization import init_to_median
-from numpyro.infer.util import initialize_model
+from numpyro.infer.util import constrain_fn, initialize_model
 
 from driftax.models.base import Target
 
 __all__ = ["from_numpyro"]
 
 
-def _check_model(model, args, kwargs) -> None:
+def _check_model(model, args, kwargs, init_strategy) -> None:
     """Reject what a continuous sampler cannot handle, naming the site."""
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
-    trace = handlers.trace(handlers.seed(model, jax.random.key(0))).get_trace(*args, **kwargs)
+    # Values from the init strategy, not the prior: improper priors (ImproperUniform) cannot sample.
+    seeded = handlers.substitute(handlers.seed(model, jax.random.key(0)), substitute_fn=init_strategy)
+    trace = handlers.trace(seeded).get_trace(*args, **kwargs)
     latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
     if not latent:
         raise ValueError("model has no latent sample sites: there is nothing to sample")
@@ -71,20 +73,22 @@ def from_numpyro(
         ``logdensity_fn`` over the flat unconstrained vector, log-Jacobian included;
         ``constrain`` returns the latent and deterministic sites by name.
     """
-    _check_model(model, args, kwargs)
+    _check_model(model, args, kwargs, init_strategy)
     info = initialize_model(
         jax.random.key(0), model, model_args=args, model_kwargs=kwargs,
         init_strategy=init_strategy, dynamic_args=False,
     )
     z0 = info.param_info.z
     flat0, unravel = ravel_pytree(z0)
-    potential_fn, postprocess_fn = info.potential_fn, info.postprocess_fn
+    potential_fn = info.potential_fn
 
     def logdensity_fn(x):
         return -potential_fn(unravel(x))
 
     def constrain(x):
-        return postprocess_fn(unravel(x))
+        # Replays the model, so supports that depend on other sites (b in (0, 1 - a)) use the
+        # values of this draw rather than those of the initial point.
+        return constrain_fn(model, args, kwargs, unravel(x), return_deterministic=True)
 
     def init_fn(key):
         z = initialize_model(

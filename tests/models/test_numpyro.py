@@ -80,3 +80,28 @@ def test_rejects_non_models():
         from_numpyro(observed_only)
     with pytest.raises(TypeError, match="model"):
         from_numpyro(42)
+
+
+def test_improper_prior_and_dependent_support_are_handled():
+    """ImproperUniform priors build (the check draws from the init strategy, not the prior), and a
+    support that depends on another site, b in (0, 1 - a), constrains with this draw's a: the exact
+    map is b = (1 - a) * sigmoid(u_b) with a = sigmoid(u_a)."""
+    import jax
+    import numpyro
+    import numpyro.distributions as dist
+    from numpyro.distributions import constraints
+
+    def model():
+        a = numpyro.sample("a", dist.Uniform(0.0, 1.0))
+        numpyro.sample("b", dist.ImproperUniform(constraints.interval(0.0, 1.0 - a), (), ()))
+        numpyro.sample("c", dist.ImproperUniform(constraints.positive, (), ()))
+
+    target = from_numpyro(model)
+    for u in (jnp.array([0.3, -1.2, 0.5]), jnp.array([-2.0, 2.0, -0.1])):
+        out = target.constrain(u)
+        names = sorted(out)  # ravel_pytree orders sites by name: a, b, c
+        assert names == ["a", "b", "c"]
+        a = jax.nn.sigmoid(u[0])
+        np.testing.assert_allclose(out["a"], a, rtol=1e-6)
+        np.testing.assert_allclose(out["b"], (1 - a) * jax.nn.sigmoid(u[1]), rtol=1e-5)
+        np.testing.assert_allclose(out["c"], jnp.exp(u[2]), rtol=1e-6)

@@ -1,0 +1,5 @@
+import sys
+
+from driftax.cli import main
+
+sys.exit(main())

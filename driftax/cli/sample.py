@@ -1,0 +1,64 @@
+"""``driftax sample``: draws from a gallery or posteriordb target, summary, comparison, netCDF."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+
+def add_parser(subparsers) -> None:
+    from driftax.infer import methods
+
+    p = subparsers.add_parser(
+        "sample", help="sample a gallery or posteriordb target and save the draws (netCDF)",
+        description="Sample a named target; print the ArviZ summary and, where the target has ground "
+                    "truth or reference draws, the error of means and sds in units of the reference sd.")
+    p.add_argument("--target", required=True, help="gallery or posteriordb name (e.g. banana, eight_schools)")
+    p.add_argument("--method", default="mala", choices=methods.available())
+    p.add_argument("--chains", type=int, default=4)
+    p.add_argument("--draws", type=int, default=1000)
+    p.add_argument("--warmup", type=int, default=1000)
+    p.add_argument("--thinning", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mass-matrix", default="diag", choices=["diag", "dense", "none"])
+    p.add_argument("--out", type=Path, help="write the InferenceData to this netCDF file")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run)
+
+
+def reference_for(name: str, target, seed: int = 0, n: int = 20_000):
+    """Reference draws for a named target: posteriordb's, or exact draws of a gallery target."""
+    from driftax.models import posteriordb
+
+    try:
+        return posteriordb.load_reference(name)
+    except (ValueError, FileNotFoundError):
+        pass
+    if target.sample is not None:
+        import jax
+
+        x = np.asarray(target.sample(jax.random.key(seed + 10_000), n))
+        return {k: np.asarray(v)[None] for k, v in jax.vmap(target.constrain)(x).items()}
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    import driftax as dx
+    from driftax.models import gallery
+
+    target = gallery.get(args.target)
+    idata = dx.infer.sample(
+        target, args.method, num_chains=args.chains, num_samples=args.draws, num_warmup=args.warmup,
+        thinning=args.thinning, seed=args.seed, progress=not args.no_progress,
+        mass_matrix=None if args.mass_matrix == "none" else args.mass_matrix)
+    print(dx.infer.diagnostics.summary(idata).to_string())
+    ref = reference_for(args.target, target, args.seed)
+    if ref is not None:
+        print("\nerror against the reference (units of reference sd):")
+        print(dx.infer.diagnostics.format_comparison(dx.infer.compare_to_reference(idata, ref)))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        idata.to_netcdf(str(args.out))
+        print(f"\nwrote {args.out}")
+    return 0
