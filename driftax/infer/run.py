@@ -34,6 +34,11 @@ from driftax.samplers import rng as fast_rng
 __all__ = ["sample"]
 
 _AXIS = "chain"
+_NOISE_BYTES = 4 << 20
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
 
 
 # --- validation ---------------------------------------------------------------------------------
@@ -192,13 +197,19 @@ def sample(
 
     mesh = _mesh(num_chains)
     n_dev = mesh.devices.size
-    w_chunk = chunk_size or max(1, min(500, -(-num_warmup // 10)))
+    # Steps per noise block: up to 32, with at most _NOISE_BYTES of noise per device.
+    chains_local = num_chains // n_dev
+    block = int(max(1, min(32, _NOISE_BYTES // (4 * chains_local * method.noise_size(dim)))))
+    draws_per_block = max(1, block // thinning)
+    w_chunk = _round_up(chunk_size or max(1, min(512, -(-num_warmup // 10))), block)
     n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
     stage, window_end = adaptation.schedule(num_warmup, n_w_chunks * w_chunk)
-    d_chunk = chunk_size or max(1, min(500, -(-num_samples // 20)))
+    stage, window_end = stage.reshape(-1, block), window_end.reshape(-1, block)
+    d_chunk = _round_up(chunk_size or max(1, min(512, -(-num_samples // 20))), draws_per_block)
     n_d_chunks = -(-num_samples // d_chunk)
     progs = _programs(target, method, mesh, mass_matrix, bool(adapt_step_size and num_warmup > 0),
-                      float(target_acceptance or 0.5), num_warmup > 0, w_chunk, d_chunk, thinning, unroll)
+                      float(target_acceptance or 0.5), num_warmup > 0, w_chunk, d_chunk, thinning, unroll,
+                      block, draws_per_block)
 
     # Initial states; a start where the density or its gradient is not finite is an input error.
     states = progs.init(_place(positions, mesh, P(_AXIS)))
@@ -220,8 +231,9 @@ def sample(
     bar = _progress(num_warmup + num_samples * thinning, show)
     t0 = time.perf_counter()
     warmup_divergences = 0
+    blocks_per_chunk = w_chunk // block
     for c in range(n_w_chunks):
-        sl = slice(c * w_chunk, (c + 1) * w_chunk)
+        sl = slice(c * blocks_per_chunk, (c + 1) * blocks_per_chunk)
         states, rng_state, ad_state, acc, n_div = warmup_fn(
             states, rng_state, ad_state, jnp.asarray(stage[sl]), jnp.asarray(window_end[sl]))
         n_div = int(np.asarray(n_div).sum())
@@ -281,8 +293,13 @@ class _Programs(NamedTuple):
 @functools.lru_cache(maxsize=32)
 def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, adapt_step_size: bool,
               target_acceptance: float, warmup: bool, w_chunk: int, d_chunk: int, thinning: int,
-              unroll: int) -> _Programs:
-    """The compiled chunk programs, cached so repeated calls on one target compile once."""
+              unroll: int, block: int, draws_per_block: int) -> _Programs:
+    """The compiled chunk programs, cached so repeated calls on one target compile once.
+
+    Noise is drawn ``block`` steps at a time (``draws_per_block * thinning`` when sampling): one
+    generator call has a fixed cost that dwarfs a step of a small model (measured 0.8x BlackJAX's
+    speed with a call per step, 1.9x with a call per 32 steps, 100-d Gaussian, 64 chains).
+    """
     dim = target.dim
     chain_spec, rep = P(_AXIS), P()
     logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
@@ -292,41 +309,57 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     def shard(f, in_specs, out_specs):
         return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
 
-    def one_step(carry, step_size, imm):
-        chain_states, rs = carry
-        rs, z = fast_rng.normal(rs[0], (chain_states.logdensity.shape[0], n_noise))
-        new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(chain_states, z)
-        return (new, rs[None]), info
+    def steps(chain_states, noise, step_size, imm):
+        """Run ``len(noise)`` steps of every local chain; return the final states and the infos."""
+        def body(states, z):
+            return jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(states, z)
+        return lax.scan(body, chain_states, noise, unroll=unroll)
 
     def warmup_chunk(chain_states, rs, ad, stages, ends):
-        def body(carry, x):
-            chain_states, rs, ad = carry
-            stg, end = x
-            (new, rs), info = one_step((chain_states, rs), ad.step_size, ad.inverse_mass_matrix)
+        # stages, ends: (w_chunk // block, block); noise is drawn once per block of steps
+        def one(carry, x):
+            chain_states, ad = carry
+            z, stg, end = x
+            new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, ad.step_size, ad.inverse_mass_matrix))(
+                chain_states, z)
             active = stg != adaptation.OFF
             new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
             ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)
             n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
             acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
-            return (new, rs, ad), (acc, n_div)
-        (chain_states, rs, ad), (acc, n_div) = lax.scan(
-            body, (chain_states, rs, ad), (stages, ends), unroll=unroll)
+            return (new, ad), (acc, n_div)
+
+        def block_fn(carry, x):
+            chain_states, rs, ad = carry
+            rs, noise = fast_rng.normal(rs[0], (block, chain_states.logdensity.shape[0], n_noise))
+            (chain_states, ad), out = lax.scan(one, (chain_states, ad), (noise,) + x, unroll=unroll)
+            return (chain_states, rs[None], ad), out
+
+        (chain_states, rs, ad), (acc, n_div) = lax.scan(block_fn, (chain_states, rs, ad), (stages, ends))
         return chain_states, rs, ad, acc, n_div
 
     def sample_chunk(chain_states, rs, step_size, imm):
-        def draw(carry, _):
-            def inner(c, _):
-                return one_step(c, step_size, imm)
-            carry, info = lax.scan(inner, carry, None, length=thinning, unroll=min(unroll, thinning))
-            chain_states = carry[0]
+        # d_chunk // draws_per_block blocks; each block draws noise for draws_per_block * thinning steps
+        def draw(chain_states, noise):
+            chain_states, info = steps(chain_states, noise, step_size, imm)
             stats = {
                 "lp": chain_states.logdensity,
                 "acceptance_rate": info.acceptance_rate.mean(0),
                 "diverging": info.diverging.any(0),
             }
-            return carry, (jax.vmap(target.constrain)(chain_states.position), stats)
-        (chain_states, rs), (draws, stats) = lax.scan(draw, (chain_states, rs), None, length=d_chunk)
-        return chain_states, rs, draws, stats
+            return chain_states, (jax.vmap(target.constrain)(chain_states.position), stats)
+
+        def block_fn(carry, _):
+            chain_states, rs = carry
+            shape = (draws_per_block, thinning, chain_states.logdensity.shape[0], n_noise)
+            rs, noise = fast_rng.normal(rs[0], shape)
+            chain_states, out = lax.scan(draw, chain_states, noise)
+            return (chain_states, rs[None]), out
+
+        (chain_states, rs), (draws, stats) = lax.scan(
+            block_fn, (chain_states, rs), None, length=d_chunk // draws_per_block)
+        merge = lambda a: a.reshape((d_chunk,) + a.shape[2:])
+        return chain_states, rs, jax.tree.map(merge, draws), jax.tree.map(merge, stats)
 
     draw_spec = P(None, _AXIS)
     return _Programs(
