@@ -125,11 +125,11 @@ def main(argv=None):
         "blackjax_kernel_steps_per_s": best_rate(to_host(blackjax_loop(target.logdensity_fn, steps, False)), steps, repeats),
         "gradient_floor_steps_per_s": best_rate(lambda: gradient_floor(target.logdensity_fn, steps)(x0), steps, repeats),
     }
-    best_driftax = max(rows["driftax_steps_per_s"], rows["driftax_unroll4_steps_per_s"])
+    # the headline is driftax's default configuration (unroll=1); unroll=4 is reported beside it
     result = {
-        "driftax_steps_per_s": best_driftax,
+        "driftax_steps_per_s": rows["driftax_steps_per_s"],
         "blackjax_steps_per_s": rows["blackjax_steps_per_s"],
-        "ratio": best_driftax / rows["blackjax_steps_per_s"],
+        "ratio": rows["driftax_steps_per_s"] / rows["blackjax_steps_per_s"],
         "details": rows,
         "kernel_ratio": rows["driftax_kernel_steps_per_s"] / rows["blackjax_kernel_steps_per_s"],
         "problem": {"dim": DIM, "chains": CHAINS, "step_size": STEP_SIZE, "steps": steps, "repeats": repeats},
