@@ -24,7 +24,7 @@ test: install
 # Peers for the benchmarks (OTT-JAX, regot) are optional extras.
 bench: install
 	-$(PY) -m pip install -q -e ".[bench]"
-	$(PY) benchmarks/run_all.py --quick
+	$(VENV)/bin/driftax bench
 
 clean:
 	rm -rf $(VENV) driftax-demo .pytest_cache

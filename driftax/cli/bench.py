@@ -10,6 +10,7 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("bench", help="run benchmarks/ (driftax against its peers) from a checkout")
     p.add_argument("--full", action="store_true", help="full sizes instead of --quick")
     p.add_argument("--dir", type=Path, default=Path("benchmarks"), help="the benchmarks folder")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/out"), help="where each writes NAME.json")
     p.set_defaults(func=run)
 
 
@@ -17,9 +18,11 @@ def run(args) -> int:
     scripts = sorted(args.dir.glob("bench_*.py"))
     if not scripts:
         raise FileNotFoundError(f"no bench_*.py in {args.dir.resolve()}; run from a driftax checkout")
+    args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for script in scripts:
         print(f"== {script.name}", flush=True)
-        cmd = [sys.executable, str(script)] + ([] if args.full else ["--quick"])
+        cmd = [sys.executable, str(script), "--json", str(args.out / f"{script.stem}.json")]
+        cmd += [] if args.full else ["--quick"]
         status |= subprocess.call(cmd)
     return status

@@ -23,16 +23,16 @@ __all__ = ["to_inference_data", "summary", "ess", "rhat", "compare_to_reference"
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 
 
-def _from_dict(groups: dict, attrs: dict | None):
+def _from_dict(groups: dict, attrs: dict | None, dims: dict | None = None):
     """Build ArviZ data from ``{group: {name: array}}`` with either ArviZ API."""
     groups = {k: v for k, v in groups.items() if v}
     if ARVIZ_1:  # pragma: no cover - exercised where Python >= 3.12 installs ArviZ 1.x
-        data = az.from_dict(groups)
+        data = az.from_dict(groups, dims=dims)
         if attrs:
             for name in groups:
                 data[name].attrs.update(attrs)
         return data
-    data = az.from_dict(**groups, attrs=attrs or {})
+    data = az.from_dict(**groups, attrs=attrs or {}, dims=dims)
     for name in groups:  # also on each group, where ArviZ 1.x keeps them
         getattr(data, name).attrs.update(attrs or {})
     return data
@@ -46,8 +46,10 @@ def _check_draws(name: str, arr) -> np.ndarray:
 
 
 def to_inference_data(posterior: Mapping[str, np.ndarray], sample_stats: Mapping[str, np.ndarray] | None = None,
-                      *, attrs: dict | None = None):
+                      *, attrs: dict | None = None, dims: Mapping[str, tuple[str, ...]] | None = None):
     """ArviZ data from ``{name: (chain, draw, ...)}`` arrays of draws and of per-draw statistics.
+
+    ``dims`` names the axes after ``(chain, draw)`` per variable, e.g. ``{"theta": ["school"]}``.
 
     ``sample_stats`` uses ArviZ's names (``lp``, ``acceptance_rate``, ``diverging``,
     ``step_size``) so ``az.summary`` and ``az.plot_trace`` pick them up.
@@ -59,7 +61,8 @@ def to_inference_data(posterior: Mapping[str, np.ndarray], sample_stats: Mapping
     if len(shapes) != 1:
         raise ValueError(f"all posterior arrays need the same (chain, draw) shape, got {sorted(shapes)}")
     stats = {k: _check_draws(f"sample_stats[{k!r}]", v) for k, v in (sample_stats or {}).items()}
-    return _from_dict({"posterior": post, "sample_stats": stats}, attrs)
+    dims = {k: list(v) for k, v in (dims or {}).items() if k in post}
+    return _from_dict({"posterior": post, "sample_stats": stats}, attrs, dims or None)
 
 
 def posterior_dict(data) -> dict[str, np.ndarray]:

@@ -278,7 +278,7 @@ def sample(
         "num_warmup_divergences": int(warmup_divergences),
         "sampling_time": float(elapsed),
     }
-    return diagnostics.to_inference_data(posterior, stats_out, attrs=attrs)
+    return diagnostics.to_inference_data(posterior, stats_out, attrs=attrs, dims=target.dims)
 
 
 class _Programs(NamedTuple):

@@ -43,6 +43,9 @@ class Target:
     constrain
         ``x -> {site: array}``: the model's constrained, named values (deterministic sites
         included). Defaults to ``{"x": x}``.
+    dims
+        Optional ArviZ dimension names per constrained site, e.g. ``{"theta": ("school",)}``
+        (`from_numpyro` takes them from plates).
     init_fn
         ``key -> x0``: a starting point for one chain, drawn at random so chains start apart.
         Defaults to ``N(0, I)``.
@@ -56,6 +59,7 @@ class Target:
     name: str = "target"
     constrain: Callable[[Array], Mapping[str, Array]] = _identity_constrain
     init_fn: Callable[[Array], Array] | None = None
+    dims: Mapping[str, tuple[str, ...]] | None = None
     mean: Array | None = None
     cov: Array | None = None
     log_Z: float | None = None

@@ -24,8 +24,8 @@ from driftax.models.base import Target
 __all__ = ["from_numpyro"]
 
 
-def _check_model(model, args, kwargs, init_strategy) -> None:
-    """Reject what a continuous sampler cannot handle, naming the site."""
+def _check_model(model, args, kwargs, init_strategy) -> dict:
+    """Reject what a continuous sampler cannot handle, naming the site; return the model trace."""
     if not callable(model):
         raise TypeError(f"model must be a NumPyro model (a callable), got {type(model).__name__}")
     # Values from the init strategy, not the prior: improper priors (ImproperUniform) cannot sample.
@@ -43,6 +43,25 @@ def _check_model(model, args, kwargs, init_strategy) -> None:
             f"model has discrete latent site(s) {discrete}: driftax samples continuous unconstrained "
             "spaces; marginalise them (infer={'enumerate': 'parallel'}) or observe them"
         )
+    return trace
+
+
+def _plate_dims(trace) -> dict[str, tuple[str, ...]]:
+    """ArviZ dims from plates: an axis of a latent or deterministic site inside ``plate("J", 8)``
+    is named ``J``; other axes get ArviZ's ``<site>_dim_<i>``."""
+    dims = {}
+    for name, site in trace.items():
+        if not ((site["type"] == "sample" and not site["is_observed"]) or site["type"] == "deterministic"):
+            continue
+        shape = jnp.shape(site["value"])
+        axes = [f"{name}_dim_{i}" for i in range(len(shape))]
+        for frame in site.get("cond_indep_stack", ()):
+            axis = len(shape) + frame.dim if frame.dim is not None else -1
+            if 0 <= axis < len(shape) and shape[axis] == frame.size:
+                axes[axis] = frame.name
+        if shape and any(not a.startswith(f"{name}_dim_") for a in axes):
+            dims[name] = tuple(axes)
+    return dims
 
 
 def from_numpyro(
@@ -73,7 +92,7 @@ def from_numpyro(
         ``logdensity_fn`` over the flat unconstrained vector, log-Jacobian included;
         ``constrain`` returns the latent and deterministic sites by name.
     """
-    _check_model(model, args, kwargs, init_strategy)
+    trace = _check_model(model, args, kwargs, init_strategy)
     info = initialize_model(
         jax.random.key(0), model, model_args=args, model_kwargs=kwargs,
         init_strategy=init_strategy, dynamic_args=False,
@@ -103,4 +122,5 @@ def from_numpyro(
         name=name or getattr(model, "__name__", "numpyro_model"),
         constrain=constrain,
         init_fn=init_fn,
+        dims=_plate_dims(trace),
     )

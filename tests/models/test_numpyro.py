@@ -105,3 +105,26 @@ def test_improper_prior_and_dependent_support_are_handled():
         np.testing.assert_allclose(out["a"], a, rtol=1e-6)
         np.testing.assert_allclose(out["b"], (1 - a) * jax.nn.sigmoid(u[1]), rtol=1e-5)
         np.testing.assert_allclose(out["c"], jnp.exp(u[2]), rtol=1e-6)
+
+
+def test_plate_names_become_arviz_dims():
+    """Sites inside plate("school", 8) get the dim 'school' in the InferenceData; event dims keep ArviZ's names."""
+    import numpyro
+    import numpyro.distributions as dist
+
+    import driftax as dx
+
+    def model(y):
+        mu = numpyro.sample("mu", dist.Normal(0, 5))
+        cov_chol = numpyro.sample("w", dist.Normal(0, 1).expand([2]).to_event(1))
+        with numpyro.plate("school", 8):
+            t = numpyro.sample("t", dist.Normal(0, 1))
+            theta = numpyro.deterministic("theta", mu + t)
+            numpyro.sample("y", dist.Normal(theta, 10.0), obs=y)
+        del cov_chol
+
+    target = from_numpyro(model, jnp.zeros(8))
+    assert target.dims == {"t": ("school",), "theta": ("school",)}
+    idata = dx.infer.sample(target, num_chains=2, num_samples=10, num_warmup=0, progress=False)
+    assert idata.posterior["theta"].dims == ("chain", "draw", "school")
+    assert idata.posterior["w"].dims == ("chain", "draw", "w_dim_0")
