@@ -9,7 +9,8 @@ The dual (see :mod:`driftax.transport.problem`) is maximised over ``z = (f, g)``
     grad D  = (a - P 1, b - P^T 1)
     -hess D = (1/eps) [[diag(P 1), P], [P^T, diag(P^T 1)]]        (PSD, null vector (1, -1))
 
-1. *Warm start*: ``warm_start`` log-domain Sinkhorn sweeps (:func:`driftax.transport.sinkhorn.sinkhorn_loop`).
+1. *Warm start*: ``warm_start`` Sinkhorn sweeps, in stabilised scaling form (the log-domain iterates, one
+   exponential pass per 10 sweeps; see :func:`_scaling_sweeps`).
 2. *Newton stage* (Algorithm 1 of the paper): the off-diagonal block ``P`` is replaced by a sparse ``S`` keeping
    the ``k`` largest entries of each row (the diagonal blocks keep the exact marginals ``r = P 1``,
    ``c = P^T 1``, so ``H_S = [[diag r, S], [S^T, diag c]]`` is diagonally dominant and positive semi-definite).
@@ -50,7 +51,6 @@ from driftax.transport.problem import (
     validate_problem,
     warn_if_float32,
 )
-from driftax.transport.sinkhorn import sinkhorn_loop
 
 __all__ = ["sns", "solve_sns", "choose_budget"]
 
@@ -78,6 +78,63 @@ def _select(f, g, cost, eps, k: int):
 def _values(f, g, cost, eps, idx):
     rows = jnp.arange(cost.shape[0])[:, None]
     return jnp.exp((f[:, None] + g[idx] - cost[rows, idx]) / eps)
+
+
+def _scaling_sweeps(a, b, cost, eps, f, g, sweeps: int, absorb_every: int = 10):
+    """``sweeps`` Sinkhorn sweeps in stabilised scaling form (Schmitzer 2019, Alg. 2): the same iterates as
+    log-domain Sinkhorn, ``f <- eps log a - eps LSE_j((g_j - C_ij)/eps)`` then the same for ``g``, computed as
+    ``u <- a / (K v)``, ``v <- b / (K^T u)`` with ``K = exp((f + g - C)/eps)`` re-formed ("absorbed" into the
+    potentials) every ``absorb_every`` sweeps, so that a block costs one exponential pass and two mat-vecs per
+    sweep instead of two log-sum-exp passes. The first ``f`` update is a log-sum-exp (no kernel underflow);
+    if a block produces a non-finite or out-of-range scaling it is redone in the log domain.
+    Returns ``(f, g)``.
+    """
+    if sweeps <= 0:
+        return f, g
+    loga = jnp.where(a > 0, jnp.log(jnp.where(a > 0, a, 1.0)), -jnp.inf)
+    logb = jnp.where(b > 0, jnp.log(jnp.where(b > 0, b, 1.0)), -jnp.inf)
+
+    def log_sweeps(f, g, count):
+        def one(_, fg):
+            f, g = fg
+            f = eps * (loga - jax.scipy.special.logsumexp((g[None, :] - cost) / eps, axis=1))
+            g = eps * (logb - jax.scipy.special.logsumexp((f[:, None] - cost) / eps, axis=0))
+            return f, g
+        return jax.lax.fori_loop(0, count, one, (f, g))
+
+    def block(fg, count):
+        f, g = fg
+        # first f update in the log domain: rows of the current plan are then normalised to a
+        f = eps * (loga - jax.scipy.special.logsumexp((g[None, :] - cost) / eps, axis=1))
+        k = jnp.exp((f[:, None] + g[None, :] - cost) / eps)
+        col = k.sum(axis=0)
+        v = jnp.where(b > 0, b / jnp.where(col > 0, col, 1.0), 0.0)
+        u = jnp.ones_like(a)
+
+        def one(_, uv):
+            u, v = uv
+            kv = k @ v
+            u = jnp.where(a > 0, a / jnp.where(kv > 0, kv, 1.0), 0.0)
+            ktu = k.T @ u
+            v = jnp.where(b > 0, b / jnp.where(ktu > 0, ktu, 1.0), 0.0)
+            return u, v
+
+        u, v = jax.lax.fori_loop(0, count - 1, one, (u, v))
+        f2 = f + eps * jnp.log(u)
+        g2 = g + eps * jnp.log(v)
+        ok = (jnp.all(jnp.where(a > 0, (u > 1e-200) & (u < 1e200), True))
+              & jnp.all(jnp.where(b > 0, (v > 1e-200) & (v < 1e200), True))
+              & jnp.all(jnp.where(a > 0, jnp.isfinite(f2), True)) & jnp.all(jnp.where(b > 0, jnp.isfinite(g2), True)))
+        return jax.lax.cond(ok, lambda: (jnp.where(a > 0, f2, -jnp.inf), jnp.where(b > 0, g2, -jnp.inf)),
+                            lambda: log_sweeps(fg[0], fg[1], count))
+
+    nblocks, rest = divmod(sweeps, absorb_every)
+    fg = (f, g)
+    if nblocks:
+        fg = jax.lax.fori_loop(0, nblocks, lambda _, fg: block(fg, absorb_every), fg)
+    if rest:
+        fg = block(fg, rest)
+    return fg
 
 
 # --------------------------------------------------------------------------- sparse algebra and CG
@@ -122,11 +179,14 @@ def _pcg(matvec, rhs, precond, rtol, max_iter):
     return x, it
 
 
-def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg):
-    """Solve ``[[diag r, S], [S^T, diag c]] (df, dg) = eps (a - r, b - c)`` via the Schur complement in ``dg``."""
+def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg, lam=0.0):
+    """Solve ``[[(1+lam) diag r, S], [S^T, (1+lam) diag c]] (df, dg) = eps (a - r, b - c)`` via the Schur
+    complement in ``dg`` (``lam >= 0`` is a Levenberg-Marquardt damping of the diagonal blocks)."""
     m = c.shape[0]
     u = eps * (a - r)
     w = eps * (b - c)
+    r = r * (1.0 + lam)
+    c = c * (1.0 + lam)
     rinv = jnp.where(r > 0, 1.0 / jnp.where(r > 0, r, 1.0), 0.0)
 
     def schur(v):
@@ -147,22 +207,17 @@ def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg):
 
 @functools.partial(jax.jit, static_argnames=("warm_start", "k", "max_newton", "max_cg", "max_backtracks",
                                              "fallback_sweeps", "norm"))
-def solve_sns(a, b, cost, eps, f0, g0, tol, cg_tol, refresh, idx0=None, *, warm_start: int, k: int,
+def solve_sns(a, b, cost, eps, f0, g0, tol, cg_tol, refresh, *, warm_start: int, k: int,
               max_newton: int, max_cg: int, max_backtracks: int, fallback_sweeps: int, norm: str):
-    """Jitted core of :func:`sns` (no validation); every array argument may be batched with ``vmap``.
-
-    ``idx0`` (optional, ``(n, >= k)`` int) is an initial sparsity pattern, e.g. from :func:`choose_budget`.
-    """
+    """Jitted core of :func:`sns` (no validation); every array argument may be batched with ``vmap``."""
     n, m = cost.shape
     dtype = cost.dtype
     # 1. warm start
-    f, g, _, it_ws, hist_ws = sinkhorn_loop(a, b, cost, eps, f0, g0, tol, max_iter=max(warm_start, 1),
-                                            norm=norm)
-    if warm_start == 0:
-        f, g, it_ws = f0, g0, jnp.asarray(0, jnp.int32)
-        hist_ws = jnp.full((1,), -1.0, dtype)
+    f, g = _scaling_sweeps(a, b, cost, eps, f0, g0, warm_start)
+    it_ws = jnp.asarray(warm_start, jnp.int32)
     r, c, dual, err = _state(a, b, cost, eps, f, g, norm)
-    idx = _select(f, g, cost, eps, k) if idx0 is None else idx0[:, :k]
+    hist_ws = jnp.full((warm_start,), -1.0, dtype).at[warm_start - 1:].set(err) if warm_start else None
+    idx = _select(f, g, cost, eps, k)
     vals = _values(f, g, cost, eps, idx)
     dropped0 = jnp.maximum(1.0 - jnp.sum(vals) / jnp.sum(r), 0.0)
     hist_nt = jnp.full((max_newton,), -1.0, dtype)
@@ -208,8 +263,8 @@ def solve_sns(a, b, cost, eps, f0, g0, tol, cg_tol, refresh, idx0=None, *, warm_
             return t_state[3:], jnp.asarray(0, jnp.int32)
 
         def do_sweeps(_):
-            f2, g2, _, it2, _ = sinkhorn_loop(a, b, cost, eps, f, g, tol, max_iter=fallback_sweeps, norm=norm)
-            return _finalize_state(f2, g2), it2
+            f2, g2 = _scaling_sweeps(a, b, cost, eps, f, g, fallback_sweeps)
+            return _finalize_state(f2, g2), jnp.asarray(fallback_sweeps, jnp.int32)
 
         def _finalize_state(f2, g2):
             r2, c2, d2, e2 = _state(a, b, cost, eps, f2, g2, norm)
@@ -225,7 +280,7 @@ def solve_sns(a, b, cost, eps, f0, g0, tol, cg_tol, refresh, idx0=None, *, warm_
         state = jax.lax.while_loop(cond, body, state)
     f, g = state[0], state[1]
     it_nt, sweeps, cg_total = state[8], state[9], state[10]
-    hist = jnp.concatenate([hist_ws[:max(warm_start, 1)] if warm_start else hist_ws[:0], state[11]])
+    hist = state[11] if hist_ws is None else jnp.concatenate([hist_ws, state[11]])
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
     return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
                     marginal_error=err, iterations=it_ws + it_nt + sweeps, converged=converged, errors=hist,
@@ -248,31 +303,34 @@ def _maybe_reselect(stale, f, g, cost, eps, k, idx, vals, dropped_ref, r, n_sel)
 
 # --------------------------------------------------------------------------- budget choice
 
-@functools.partial(jax.jit, static_argnames=("k_max",))
-def _kept_mass_curve(f, g, cost, eps, k_max):
-    """Fraction of the plan's mass kept by the row-wise top-``k`` entries, for ``k = 1..k_max``."""
-    idx = _select(f, g, cost, eps, k_max)
-    vals = _values(f, g, cost, eps, idx)  # sorted in decreasing order along each row
-    total = jnp.exp((f[:, None] + g[None, :] - cost) / eps).sum()
-    return jnp.cumsum(jnp.sum(vals, axis=0)) / total, idx
+@functools.partial(jax.jit, static_argnames=("k_max", "rows"))
+def _kept_mass_curve(f, g, cost, eps, k_max, rows):
+    """Fraction of the plan's mass kept by the row-wise top-``k`` entries, ``k = 1..k_max``, estimated on
+    ``rows`` evenly spaced rows (the budget is a statistic; no need to sort every row)."""
+    sel = jnp.linspace(0, cost.shape[0] - 1, rows).astype(jnp.int32)
+    fs, cs = f[sel], cost[sel]
+    idx = _select(fs, g, cs, eps, k_max)
+    vals = _values(fs, g, cs, eps, idx)  # sorted in decreasing order along each row
+    total = jnp.exp((fs[:, None] + g[None, :] - cs) / eps).sum()
+    return jnp.cumsum(jnp.sum(vals, axis=0)) / total
 
 
-def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max: int = 256):
+def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max: int = 256,
+                  rows: int = 64) -> int:
     """Smallest power-of-two ``k`` in ``[k_min, k_max]`` whose row-wise top-``k`` entries keep ``>= 1 - mass_tol``
-    of the mass of ``P = exp((f + g - C) / eps)`` (``k_max`` if none does). Returns ``(k, top-k_max indices)``."""
-    m = cost.shape[1]
+    of the mass of ``P = exp((f + g - C) / eps)`` (measured on ``rows`` rows; ``k_max`` if none does)."""
+    n, m = cost.shape
     k_max = min(k_max, m)
-    curve, idx = _kept_mass_curve(f, g, cost, eps, k_max)
-    curve = np.asarray(curve)
+    curve = np.asarray(_kept_mass_curve(f, g, cost, eps, k_max, min(rows, n)))
     k = min(k_min, k_max)
     while k < k_max and curve[k - 1] < 1.0 - mass_tol:
         k = min(2 * k, k_max)
-    return int(k), idx
+    return int(k)
 
 
 def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 20, density: float | None = None,
         mass_tol: float = 1e-3, max_newton: int = 200, cg_tol: float = 1e-2, max_cg: int = 500,
-        max_backtracks: int = 12, fallback_sweeps: int = 20, refresh: float = 2.0, k_max: int = 256, init=None,
+        max_backtracks: int = 30, fallback_sweeps: int = 20, refresh: float = 2.0, k_max: int = 256, init=None,
         norm: str = "l1", dtype=None) -> OTResult:
     """Entropic optimal transport by Sinkhorn-Newton-Sparse (Tang et al., ICLR 2024).
 
@@ -317,21 +375,21 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 20, densit
             k = min(m, 64)
         else:
             # run the warm start alone, choose the budget from its plan, then the Newton stage
-            fw, gw, _, it_ws, hist_ws = _warm(a_, b_, c_, eps, f0, g0, tol_, warm_start=max(warm_start, 1),
-                                              norm=norm)
-            k, idx0 = choose_budget(fw, gw, c_, eps, mass_tol, k_max=k_max)
+            fw, gw = _warm(a_, b_, c_, eps, f0, g0, warm_start=warm_start)
+            k = choose_budget(fw, gw, c_, eps, mass_tol, k_max=k_max)
             res = solve_sns(a_, b_, c_, eps, fw, gw, tol_, jnp.asarray(cg_tol, c_.dtype),
-                            jnp.asarray(refresh, c_.dtype), idx0, warm_start=0, k=k, max_newton=max_newton,
+                            jnp.asarray(refresh, c_.dtype), warm_start=0, k=k, max_newton=max_newton,
                             max_cg=max_cg, max_backtracks=max_backtracks, fallback_sweeps=fallback_sweeps,
                             norm=norm)
-            return res._replace(iterations=res.iterations + it_ws,
-                                errors=jnp.concatenate([hist_ws[:warm_start], res.errors]))
+            hist_ws = jnp.full((warm_start,), -1.0, c_.dtype)
+            return res._replace(iterations=res.iterations + warm_start,
+                                errors=jnp.concatenate([hist_ws, res.errors]))
         return solve_sns(a_, b_, c_, eps, f0, g0, tol_, jnp.asarray(cg_tol, c_.dtype),
                          jnp.asarray(refresh, c_.dtype), warm_start=warm_start, k=k, max_newton=max_newton,
                          max_cg=max_cg, max_backtracks=max_backtracks, fallback_sweeps=fallback_sweeps,
                          norm=norm)
 
 
-@functools.partial(jax.jit, static_argnames=("warm_start", "norm"))
-def _warm(a, b, cost, eps, f0, g0, tol, *, warm_start, norm):
-    return sinkhorn_loop(a, b, cost, eps, f0, g0, tol, max_iter=warm_start, norm=norm)
+@functools.partial(jax.jit, static_argnames=("warm_start",))
+def _warm(a, b, cost, eps, f0, g0, *, warm_start):
+    return _scaling_sweeps(a, b, cost, eps, f0, g0, warm_start)

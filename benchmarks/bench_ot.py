@@ -1,0 +1,504 @@
+"""Entropic OT benchmark: driftax Sinkhorn and Sinkhorn-Newton-Sparse against POT, OTT-JAX and regot.
+
+    python benchmarks/bench_ot.py [--quick] [--json PATH] [--out DIR] [--cap SECONDS]
+
+All solvers run in the same process, in float64, on the same problems, to the same target: L1 marginal error
+``|P 1 - a|_1 + |P^T 1 - b|_1 <= 1e-8``, recomputed here in numpy float64 from what each solver returns (its
+plan, or its potentials) - never taken from the solver's own flag. Peers whose stopping rule uses another norm
+(POT: L2 of one marginal; regot: norm of the dual gradient) are run with their threshold tightened by 4x until
+the recomputed error meets the target (at most 4 tries; the reported run is the first that meets it).
+
+Wall time excludes compilation: JAX solvers (driftax, OTT-JAX) are compiled ahead of time (``lower().compile()``)
+or called once before the timed call; compile seconds are reported apart. Slow solvers are capped in seconds
+(``--cap``): JAX Sinkhorn loops run in chunks of iterations from the previous potentials and stop at the cap;
+POT gets an iteration cap from a short timing probe. A capped run reports its seconds and final error and counts
+as not converged.
+
+Problems: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
+eps in {1e-2, 2e-3, 5e-4}; (b) random assignment (Tang et al. 2024): C_ij ~ U[0,1], n = 500, eps = 1/1200;
+(c) 28x28 synthetic digit-like images (strokes along random Bezier curves, blurred, with a 1e-4 background so
+every pixel has mass), grid normalised to [0,1]^2, L2^2 and L1 ground costs, eps = 1/1200.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+import jax
+
+jax.config.update("jax_enable_x64", True)  # a benchmark script: float64 everywhere
+import jax.numpy as jnp  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from driftax import transport as tr  # noqa: E402
+from driftax.transport.sinkhorn import solve_sinkhorn  # noqa: E402
+
+TOL = 1e-8
+SINKHORN_FAMILY_PEERS = ("pot_sinkhorn", "pot_sinkhorn_log", "ott_sinkhorn", "ott_anderson")
+
+
+# --------------------------------------------------------------------------- problems
+
+def _digit(rng, size=28):
+    """A digit-like image: 1-3 blurred strokes along random quadratic Bezier curves."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+    img = np.zeros((size, size))
+    for _ in range(rng.integers(1, 4)):
+        p = rng.uniform(5, size - 5, size=(3, 2))
+        for t in np.linspace(0, 1, 40):
+            q = (1 - t) ** 2 * p[0] + 2 * t * (1 - t) * p[1] + t**2 * p[2]
+            img += np.exp(-((xx - q[0]) ** 2 + (yy - q[1]) ** 2) / (2 * 1.3**2))
+    img = img / img.max() + 1e-4
+    return img / img.sum()
+
+
+def make_problems(quick: bool):
+    probs = []
+    for n in ([500] if quick else [500, 2000]):
+        rng = np.random.default_rng(n)
+        x, y = rng.random((n, 2)), rng.random((n, 2))
+        C = np.asarray(tr.costs.sqeuclidean(x, y, dtype=jnp.float64))
+        a = b = np.full(n, 1.0 / n)
+        for eps in (1e-2, 2e-3, 5e-4):
+            probs.append(dict(problem="points_sqeuclidean", n=n, epsilon=eps, a=a, b=b, C=C))
+    rng = np.random.default_rng(1200)
+    n = 500
+    probs.append(dict(problem="random_assignment", n=n, epsilon=1 / 1200, a=np.full(n, 1 / n), b=np.full(n, 1 / n),
+                      C=rng.random((n, n))))
+    rng = np.random.default_rng(28)
+    a, b = _digit(rng).ravel(), _digit(rng).ravel()
+    for name, cost in (("images_l2", "sqeuclidean"), ("images_l1", "l1")):
+        C = np.asarray(tr.costs.grid_cost((28, 28), cost, dtype=jnp.float64))
+        probs.append(dict(problem=name, n=784, epsilon=1 / 1200, a=a, b=b, C=C))
+    return probs
+
+
+def l1_error_from_plan(P, a, b):
+    P = np.asarray(P, np.float64)
+    return float(np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum())
+
+
+def l1_error_from_potentials(f, g, C, eps, a, b):
+    f, g = np.asarray(f, np.float64), np.asarray(g, np.float64)
+    return l1_error_from_plan(np.exp((f[:, None] + g[None, :] - C) / eps), a, b)
+
+
+# --------------------------------------------------------------------------- solvers
+
+def _row(iterations, seconds, err, compile_s=0.0, capped=False, **extra):
+    return dict(iterations=int(iterations), seconds=float(seconds), marginal_error=float(err),
+                compile_seconds=float(compile_s), capped=bool(capped), converged=bool(err <= TOL), **extra)
+
+
+def run_driftax_sinkhorn(p, cap):
+    a, b, C = (jnp.asarray(p[k]) for k in ("a", "b", "C"))
+    eps = jnp.asarray(p["epsilon"])
+    chunk = 500
+    t0 = time.perf_counter()
+    args = (a, b, C, eps, jnp.zeros_like(a), jnp.zeros_like(b), jnp.asarray(TOL), jnp.asarray(1.0))
+    compiled = solve_sinkhorn.lower(*args, max_iter=chunk, norm="l1", scaling=False).compile()
+    compile_s = time.perf_counter() - t0
+    f, g = args[4], args[5]
+    its, t_run, capped = 0, 0.0, False
+    while True:
+        t0 = time.perf_counter()
+        res = compiled(a, b, C, eps, f, g, args[6], args[7])
+        jax.block_until_ready(res)
+        t_run += time.perf_counter() - t0
+        its += int(res.iterations)
+        f, g = res.f, res.g
+        if bool(res.converged):
+            break
+        if t_run > cap or not np.isfinite(float(res.marginal_error)):
+            capped = True
+            break
+    err = l1_error_from_potentials(f, g, p["C"], p["epsilon"], p["a"], p["b"])
+    return _row(its, t_run, err, compile_s, capped)
+
+
+def run_driftax_sns(p, cap):
+    kw = dict(tol=TOL)
+    if p["problem"] == "images_l1":
+        # non-unique OT (L1 ground cost): a longer Sinkhorn warm start, as in Tang et al. (2024), who use 700
+        kw["warm_start"] = 200
+    t0 = time.perf_counter()
+    res = tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)
+    jax.block_until_ready(res)
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)
+    jax.block_until_ready(res)
+    secs = time.perf_counter() - t0
+    err = l1_error_from_potentials(res.f, res.g, p["C"], p["epsilon"], p["a"], p["b"])
+    nt = int(res.newton_iterations)
+    return _row(res.iterations, secs, err, max(first - secs, 0.0), False, newton_iterations=nt,
+                sweeps=int(res.iterations) - nt, cg_iterations=int(res.cg_iterations), density=float(res.density),
+                errors=[float(e) for e in np.asarray(res.errors) if e >= 0])
+
+
+def _pot_probe(fn, p):
+    """Seconds per iteration, from a short run (longer when iterations are cheap, for a stable estimate)."""
+    import warnings
+    probe = 10
+    while True:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            fn(p["a"], p["b"], p["C"], p["epsilon"], numItermax=probe, stopThr=0.0, warn=False)
+            dt = time.perf_counter() - t0
+        if dt > 0.05 or probe >= 1000:
+            return dt / probe
+        probe *= 10
+
+
+def _run_pot(fn, p, cap):
+    import warnings
+    t_it = _pot_probe(fn, p)
+    max_it = int(max(100, min(1_000_000, cap / max(t_it, 1e-7))))
+    thr = TOL
+    for attempt in range(4):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t0 = time.perf_counter()
+            P, log = fn(p["a"], p["b"], p["C"], p["epsilon"], numItermax=max_it, stopThr=thr, log=True, warn=False)
+            secs = time.perf_counter() - t0
+        err = l1_error_from_plan(P, p["a"], p["b"]) if np.all(np.isfinite(P)) else float("nan")
+        its = int(log.get("niter", max_it))
+        capped = its >= max_it
+        if err <= TOL or capped or not np.isfinite(err):
+            break
+        thr /= 4
+    return _row(its, secs, err, 0.0, capped or not err <= TOL, stop_threshold=thr)
+
+
+def run_pot_sinkhorn(p, cap):
+    import ot
+    return _run_pot(ot.bregman.sinkhorn_knopp, p, cap)
+
+
+def run_pot_sinkhorn_log(p, cap):
+    import ot
+    return _run_pot(ot.bregman.sinkhorn_log, p, cap)
+
+
+def _run_ott(p, cap, anderson):
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import acceleration, sinkhorn
+
+    chunk = 1000
+    solver = sinkhorn.Sinkhorn(threshold=TOL, norm_error=1, max_iterations=chunk, inner_iterations=10,
+                               lse_mode=True,
+                               anderson=acceleration.AndersonAcceleration(memory=5) if anderson else None)
+    eps = float(p["epsilon"])
+
+    def solve(C, a, b, f0, g0):
+        prob = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b)
+        out = solver(prob, init=(f0, g0))
+        return out.f, out.g, out.n_iters, out.converged
+
+    a, b, C = (jnp.asarray(p[k]) for k in ("a", "b", "C"))
+    f, g = jnp.zeros_like(a), jnp.zeros_like(b)
+    t0 = time.perf_counter()
+    compiled = jax.jit(solve).lower(C, a, b, f, g).compile()
+    compile_s = time.perf_counter() - t0
+    its, t_run, capped = 0, 0.0, False
+    while True:
+        t0 = time.perf_counter()
+        f2, g2, n_it, conv = jax.block_until_ready(compiled(C, a, b, f, g))
+        t_run += time.perf_counter() - t0
+        its += int(n_it)
+        if not (np.all(np.isfinite(np.asarray(f2))) and np.all(np.isfinite(np.asarray(g2)))):
+            capped = True
+            f, g = f2, g2
+            break
+        f, g = f2, g2
+        if bool(conv):
+            break
+        if t_run > cap:
+            capped = True
+            break
+    err = l1_error_from_potentials(f, g, p["C"], eps, p["a"], p["b"])
+    if not np.isfinite(err):
+        err = float("nan")
+    return _row(its, t_run, err, compile_s, capped)
+
+
+def run_ott_sinkhorn(p, cap):
+    return _run_ott(p, cap, anderson=False)
+
+
+def run_ott_anderson(p, cap):
+    return _run_ott(p, cap, anderson=True)
+
+
+def _run_regot(name, p, cap):
+    import regot
+
+    fn = getattr(regot, name)
+    C = np.asfortranarray(p["C"])
+    thr = TOL
+    for attempt in range(4):
+        t0 = time.perf_counter()
+        res = fn(C, p["a"], p["b"], p["epsilon"], tol=thr, max_iter=1000)
+        secs = time.perf_counter() - t0
+        P = np.asarray(res.plan)
+        err = l1_error_from_plan(P, p["a"], p["b"]) if np.all(np.isfinite(P)) else float("nan")
+        if err <= TOL or not np.isfinite(err) or secs > cap:
+            break
+        thr /= 4
+    return _row(res.niter, secs, err, 0.0, False, stop_threshold=thr)
+
+
+def run_regot_ssns(p, cap):
+    return _run_regot("sinkhorn_ssns", p, cap)
+
+
+def run_regot_sparse_newton(p, cap):
+    return _run_regot("sinkhorn_sparse_newton", p, cap)
+
+
+SOLVERS = {
+    "driftax_sinkhorn": run_driftax_sinkhorn,
+    "driftax_sns": run_driftax_sns,
+    "pot_sinkhorn": run_pot_sinkhorn,
+    "pot_sinkhorn_log": run_pot_sinkhorn_log,
+    "ott_sinkhorn": run_ott_sinkhorn,
+    "ott_anderson": run_ott_anderson,
+    "regot_ssns": run_regot_ssns,
+    "regot_sparse_newton": run_regot_sparse_newton,
+}
+
+
+def available(name):
+    try:
+        if name.startswith("ott"):
+            import ott  # noqa: F401
+        elif name.startswith("regot"):
+            import regot  # noqa: F401
+        elif name.startswith("pot"):
+            import ot  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+# --------------------------------------------------------------------------- reporting
+
+def summarise(rows):
+    """Per problem: iteration ratio Sinkhorn/SNS and time ratios of the fastest peers to SNS."""
+    out = []
+    keys = sorted({(r["problem"], r["n"], r["epsilon"]) for r in rows}, key=lambda k: (k[0], k[1], -k[2]))
+    for key in keys:
+        rs = {r["solver"]: r for r in rows if (r["problem"], r["n"], r["epsilon"]) == key}
+        sns_r, sk = rs.get("driftax_sns"), rs.get("driftax_sinkhorn")
+        if sns_r is None:
+            continue
+        s = dict(problem=key[0], n=key[1], epsilon=key[2], sns_iterations=sns_r["iterations"],
+                 sns_seconds=sns_r["seconds"], sns_converged=sns_r["converged"])
+        if sk is not None:
+            s["sinkhorn_iterations"] = sk["iterations"]
+            s["sinkhorn_capped"] = not sk["converged"]
+            s["iteration_ratio"] = sk["iterations"] / max(sns_r["iterations"], 1)
+        fam = [rs[k] | {"solver": k} for k in SINKHORN_FAMILY_PEERS if k in rs]
+        conv = [r for r in fam if r["converged"]]
+        if conv:
+            best = min(conv, key=lambda r: r["seconds"])
+            s["fastest_sinkhorn_peer"] = best["solver"]
+            s["time_ratio_sinkhorn_peer"] = best["seconds"] / sns_r["seconds"]
+        unconv = [r for r in fam if not r["converged"]]
+        if unconv:
+            s["unconverged_peers"] = {r["solver"]: round(r["seconds"], 2) for r in unconv}
+        if "regot_ssns" in rs:
+            s["regot_ssns_converged"] = rs["regot_ssns"]["converged"]
+            s["time_ratio_regot_ssns"] = rs["regot_ssns"]["seconds"] / sns_r["seconds"]
+        out.append(s)
+    return out
+
+
+def print_table(rows, summary):
+    solvers = [s for s in SOLVERS if any(r["solver"] == s for r in rows)]
+    print("\niterations / seconds (compile excluded); '*' = did not reach L1 marginal error 1e-8 (capped or failed)")
+    head = f"{'problem':<20}{'n':>5}{'eps':>9} | " + " | ".join(f"{s:>19}" for s in solvers)
+    print(head)
+    print("-" * len(head))
+    keys = []
+    for r in rows:
+        k = (r["problem"], r["n"], r["epsilon"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        cells = []
+        for s in solvers:
+            r = next((r for r in rows if (r["problem"], r["n"], r["epsilon"]) == k and r["solver"] == s), None)
+            if r is None:
+                cells.append(f"{'-':>19}")
+            else:
+                it = f"{r['iterations']}"
+                if s == "driftax_sns":
+                    it = f"{r['sweeps']}+{r['newton_iterations']}"
+                mark = "" if r["converged"] else "*"
+                cells.append(f"{it + ' / ' + format(r['seconds'], '.3f') + mark:>19}")
+        print(f"{k[0]:<20}{k[1]:>5}{k[2]:>9.2e} | " + " | ".join(cells))
+    print("\nmarginal errors (recomputed, L1):")
+    for k in keys:
+        errs = [f"{r['solver']}={r['marginal_error']:.1e}" for r in rows
+                if (r["problem"], r["n"], r["epsilon"]) == k]
+        print(f"  {k[0]} n={k[1]} eps={k[2]:.2e}: " + ", ".join(errs))
+    print("\nratios (SNS vs others):")
+    for s in summary:
+        msg = f"  {s['problem']:<20} n={s['n']:<5} eps={s['epsilon']:.2e}: "
+        if "iteration_ratio" in s:
+            msg += (f"Sinkhorn/SNS iterations {'>' if s['sinkhorn_capped'] else ''}{s['iteration_ratio']:.0f}x "
+                    f"({s['sinkhorn_iterations']} vs {s['sns_iterations']}); ")
+        if "time_ratio_sinkhorn_peer" in s:
+            msg += f"fastest converged Sinkhorn peer {s['fastest_sinkhorn_peer']} {s['time_ratio_sinkhorn_peer']:.1f}x; "
+        if "unconverged_peers" in s:
+            msg += f"unconverged {s['unconverged_peers']}; "
+        if "time_ratio_regot_ssns" in s:
+            msg += f"regot_ssns {s['time_ratio_regot_ssns']:.1f}x" + ("" if s["regot_ssns_converged"] else " (unconverged)")
+        print(msg)
+    print("\ntargets on problems where Sinkhorn needs > 1000 iterations:")
+    for s in summary:
+        if s.get("sinkhorn_iterations", 0) <= 1000:
+            continue
+        checks = [f"iterations {s['iteration_ratio']:.0f}x {'OK' if s['iteration_ratio'] >= 50 else 'MISSED'} (>= 50x)"]
+        if "time_ratio_sinkhorn_peer" in s:
+            tr_ = s["time_ratio_sinkhorn_peer"]
+            checks.append(f"vs fastest Sinkhorn peer {tr_:.1f}x {'OK' if tr_ >= 3 else 'MISSED'} (>= 3x)")
+        if "time_ratio_regot_ssns" in s:
+            rr = s["time_ratio_regot_ssns"]
+            checks.append(f"vs regot_ssns {rr:.1f}x {'OK' if rr >= 1.5 else 'MISSED'} (>= 1.5x)")
+        if not s["sns_converged"]:
+            checks.append("SNS DID NOT CONVERGE")
+        print(f"  {s['problem']} n={s['n']} eps={s['epsilon']:.2e}: " + "; ".join(checks))
+
+
+def plot(rows, outdir: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    # times per problem and solver
+    keys = []
+    for r in rows:
+        k = (r["problem"], r["n"], r["epsilon"])
+        if k not in keys:
+            keys.append(k)
+    solvers = [s for s in SOLVERS if any(r["solver"] == s for r in rows)]
+    fig, ax = plt.subplots(figsize=(max(8, 1.3 * len(keys)), 4.5))
+    w = 0.8 / len(solvers)
+    for j, s in enumerate(solvers):
+        xs, ys, hatch = [], [], []
+        for i, k in enumerate(keys):
+            r = next((r for r in rows if (r["problem"], r["n"], r["epsilon"]) == k and r["solver"] == s), None)
+            if r is not None:
+                xs.append(i + j * w)
+                ys.append(r["seconds"])
+                hatch.append(not r["converged"])
+        bars = ax.bar(xs, ys, width=w, label=s)
+        for bar, h in zip(bars, hatch):
+            if h:
+                bar.set_hatch("//")
+                bar.set_alpha(0.5)
+    ax.set_yscale("log")
+    ax.set_xticks([i + 0.4 - w / 2 for i in range(len(keys))])
+    ax.set_xticklabels([f"{k[0]}\nn={k[1]} eps={k[2]:.0e}" for k in keys], fontsize=7)
+    ax.set_ylabel("seconds (compile excluded; hatched = not converged)")
+    ax.legend(fontsize=7, ncol=4)
+    ax.set_title("Entropic OT to L1 marginal error 1e-8, float64")
+    fig.tight_layout()
+    fig.savefig(outdir / "ot_times.png", dpi=120)
+    plt.close(fig)
+    # SNS convergence histories
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for r in rows:
+        if r["solver"] == "driftax_sns" and r.get("errors"):
+            ax.semilogy(np.arange(1, len(r["errors"]) + 1), r["errors"],
+                        label=f"{r['problem']} n={r['n']} eps={r['epsilon']:.0e}")
+    ax.axhline(TOL, color="k", lw=0.5, ls="--")
+    ax.set_xlabel("iteration (Sinkhorn warm-start sweeps, then Newton steps)")
+    ax.set_ylabel("L1 marginal error")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(outdir / "ot_sns_convergence.png", dpi=120)
+    plt.close(fig)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="n = 500 (and the 784-pixel images) only, short caps")
+    ap.add_argument("--json", type=Path, default=None, help="write the rows to this JSON file")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="folder for PNG plots")
+    ap.add_argument("--cap", type=float, default=None, help="seconds cap per slow solver run")
+    ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated solver labels")
+    ap.add_argument("--problems", default=None, help="comma-separated problem names to keep")
+    args = ap.parse_args(argv)
+    cap = args.cap if args.cap is not None else (2.0 if args.quick else 60.0)
+    solvers_arg = args.solvers
+    if args.quick and solvers_arg == ",".join(SOLVERS):
+        solvers_arg = ",".join(s for s in SOLVERS if s != "regot_sparse_newton")  # fails with defaults anyway
+    names = [s for s in solvers_arg.split(",") if s]
+    for s in names:
+        if s not in SOLVERS:
+            ap.error(f"unknown solver {s!r}; choose from {list(SOLVERS)}")
+    names = [s for s in names if available(s) or print(f"skipping {s}: not installed")]
+    probs = make_problems(args.quick)
+    if args.problems:
+        keep = set(args.problems.split(","))
+        probs = [p for p in probs if p["problem"] in keep]
+    print(f"bench_ot: {len(probs)} problems x {len(names)} solvers, tol {TOL:g} (L1, recomputed), cap {cap:g}s, "
+          f"{os.cpu_count()} CPUs, jax {jax.__version__}, {platform.processor() or platform.machine()}")
+    rows = []
+    t_all = time.perf_counter()
+    for p in probs:
+        for s in names:
+            try:
+                r = SOLVERS[s](p, cap)
+            except Exception as e:  # a failing peer is reported, not fatal
+                print(f"  {s} failed on {p['problem']} n={p['n']}: {type(e).__name__}: {e}")
+                continue
+            row = dict(problem=p["problem"], n=p["n"], epsilon=p["epsilon"], solver=s) | r
+            rows.append(row)
+            extra = f" (sweeps {r['sweeps']} + newton {r['newton_iterations']}, cg {r['cg_iterations']}, " \
+                    f"density {r['density']:.3f})" if s == "driftax_sns" else ""
+            print(f"  {p['problem']:<20} n={p['n']:<5} eps={p['epsilon']:.2e} {s:<20} it={r['iterations']:<7} "
+                  f"{r['seconds']:8.3f}s  compile {r['compile_seconds']:6.2f}s  err={r['marginal_error']:.2e}"
+                  f"{'' if r['converged'] else '  NOT CONVERGED'}{extra}", flush=True)
+    summary = summarise(rows)
+    print_table(rows, summary)
+    print(f"\ntotal benchmark wall time {time.perf_counter() - t_all:.1f}s")
+    try:
+        plot(rows, args.out)
+        print(f"plots: {args.out / 'ot_times.png'}, {args.out / 'ot_sns_convergence.png'}")
+    except Exception as e:  # pragma: no cover
+        print(f"plotting failed: {e}")
+    if args.json:
+        keys = ("problem", "n", "epsilon", "solver", "iterations", "seconds", "marginal_error")
+        payload = {
+            "rows": [{k: r[k] for k in keys} for r in rows],
+            "details": [{k: v for k, v in r.items() if k != "errors"} for r in rows],
+            "summary": summary,
+            "meta": dict(tol=TOL, norm="l1", dtype="float64", cap_seconds=cap, quick=args.quick,
+                         cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version()),
+        }
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(payload, indent=1, default=float))
+        print(f"json: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+import argparse
+
+import numpy as np
+import ot
+import pytest
+
+from driftax.cli import ot as cli_ot
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    cli_ot.add_parser(sub)
+    return parser.parse_args(["ot"] + argv)
+
+
+def test_points_npy_sns_and_plan(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    x, y = rng.random((80, 2)), rng.random((70, 2))
+    np.save(tmp_path / "x.npy", x)
+    np.savetxt(tmp_path / "y.csv", y, delimiter=",")
+    args = _parse([str(tmp_path / "x.npy"), str(tmp_path / "y.csv"), "--epsilon", "1e-3", "--method", "sns",
+                   "--plan", str(tmp_path / "plan.npy")])
+    assert args.func is cli_ot.run
+    assert args.func(args) == 0
+    out = capsys.readouterr().out
+    for word in ("transport cost", "marginal error", "iterations", "time", "Newton"):
+        assert word in out
+    P = np.load(tmp_path / "plan.npy")
+    assert P.shape == (80, 70)
+    np.testing.assert_allclose(P.sum(1), 1 / 80, atol=1e-9)
+    exact = ot.emd2(np.full(80, 1 / 80), np.full(70, 1 / 70), ot.dist(x, y))
+    assert 0 <= np.sum(P * ot.dist(x, y)) - exact <= 1e-3 * np.log(80)
+
+
+def test_histograms_csv_sinkhorn(tmp_path, capsys):
+    t = np.linspace(0, 1, 50)
+    h1, h2 = np.exp(-((t - 0.3) / 0.1) ** 2), 2 * np.exp(-((t - 0.6) / 0.1) ** 2)
+    np.savetxt(tmp_path / "h1.csv", h1[None], delimiter=",")
+    np.save(tmp_path / "h2.npy", h2)
+    args = _parse([str(tmp_path / "h1.csv"), str(tmp_path / "h2.npy"), "--epsilon", "1e-2", "--method",
+                   "sinkhorn", "--cost", "l1"])
+    assert args.func(args) == 0
+    assert "histograms on a 50 grid" in capsys.readouterr().out
+
+
+def test_bad_inputs(tmp_path):
+    np.save(tmp_path / "a.npy", np.ones(5))
+    np.save(tmp_path / "b.npy", -np.ones(5))
+    np.save(tmp_path / "c.npy", np.ones(6))
+    with pytest.raises(ValueError, match="TARGET histogram has negative entries"):
+        cli_ot.run(_parse([str(tmp_path / "a.npy"), str(tmp_path / "b.npy")]))
+    with pytest.raises(ValueError, match="same grid"):
+        cli_ot.run(_parse([str(tmp_path / "a.npy"), str(tmp_path / "c.npy")]))
+    with pytest.raises(FileNotFoundError):
+        cli_ot.run(_parse([str(tmp_path / "nope.npy"), str(tmp_path / "c.npy")]))
+    with pytest.raises(ValueError, match="epsilon must be positive"):
+        cli_ot.run(_parse([str(tmp_path / "a.npy"), str(tmp_path / "a.npy"), "--epsilon", "0"]))
+    (tmp_path / "x.txt2").write_text("1,2")
+    with pytest.raises(ValueError, match=".npy or .csv"):
+        cli_ot.run(_parse([str(tmp_path / "x.txt2"), str(tmp_path / "a.npy")]))
+
+
+@pytest.mark.slow
+def test_demo(tmp_path):
+    table = cli_ot.demo(tmp_path)
+    assert "sns" in table and "sinkhorn" in table
+    assert (tmp_path / "ot_plan.png").stat().st_size > 1000

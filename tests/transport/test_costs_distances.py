@@ -1,0 +1,75 @@
+import numpy as np
+import ot
+import pytest
+from scipy.spatial.distance import cdist
+
+from driftax import transport as tr
+from driftax.transport import costs
+
+
+@pytest.fixture
+def pts():
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(30, 3)), rng.normal(size=(20, 3))
+
+
+@pytest.mark.parametrize("name,metric,power", [("sqeuclidean", "sqeuclidean", 1), ("euclidean", "euclidean", 1),
+                                               ("l1", "cityblock", 1)])
+def test_costs_match_scipy(x64, pts, name, metric, power):
+    x, y = pts
+    np.testing.assert_allclose(costs.pairwise(x, y, name), cdist(x, y, metric), rtol=1e-10, atol=1e-12)
+
+
+def test_pnorm_and_rescale(x64, pts):
+    x, y = pts
+    np.testing.assert_allclose(costs.pnorm(x, y, p=3.0, q=2.0), cdist(x, y) ** 3, rtol=1e-10)
+    np.testing.assert_allclose(costs.pnorm(x, y, p=1.0, q=np.inf), cdist(x, y, "chebyshev"), rtol=1e-10)
+    c = costs.sqeuclidean(x, y, rescale="max")
+    assert float(c.max()) == pytest.approx(1.0)
+    assert float(costs.sqeuclidean(x, y, rescale=2.0).max()) == pytest.approx(cdist(x, y, "sqeuclidean").max() / 2)
+    with pytest.raises(ValueError, match="rescale"):
+        costs.sqeuclidean(x, y, rescale="bogus")
+    with pytest.raises(ValueError, match="same dimension"):
+        costs.sqeuclidean(x, y[:, :2])
+    assert float(np.abs(np.diag(np.asarray(costs.sqeuclidean(x)))).max()) == 0.0
+
+
+def test_grid_cost(x64):
+    c = costs.grid_cost((3, 4), "l1", normalize=False)
+    pts = np.array([(i, j) for i in range(3) for j in range(4)], float)
+    np.testing.assert_allclose(c, cdist(pts, pts, "cityblock"))
+    c2 = costs.grid_cost((28, 28), "sqeuclidean")
+    assert c2.shape == (784, 784) and float(c2.max()) == pytest.approx(2.0)
+
+
+def test_sinkhorn_distance_tends_to_emd2():
+    # Cuturi's Sinkhorn distance <C, P_eps> is within eps*log(n) of the exact OT cost (uniform weights)
+    rng = np.random.default_rng(1)
+    x, y = rng.random((60, 2)), rng.random((60, 2)) + 0.2
+    exact = ot.emd2(np.full(60, 1 / 60), np.full(60, 1 / 60), cdist(x, y, "sqeuclidean"))
+    d = float(tr.sinkhorn_distance(x, y, epsilon=1e-3, tol=1e-9, method="sns"))
+    assert 0 <= d - exact <= 1e-3 * np.log(60)
+
+
+def test_sinkhorn_divergence_properties():
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(50, 2))
+    kw = dict(epsilon=0.5, tol=1e-9)
+    assert abs(float(tr.sinkhorn_divergence(x, x, **kw))) <= 1e-8
+    near = float(tr.sinkhorn_divergence(x, x + 0.1, **kw))
+    far = float(tr.sinkhorn_divergence(x, x + 1.0, **kw))
+    # a translation by t adds |t|^2 to OT_eps(a, T_t a) (the cross term is separable and cancels in mean), and
+    # OT_eps(b, b) = OT_eps(a, a): the debiased divergence is exactly |t|^2 (here t = (s, s), |t|^2 = 2 s^2)
+    assert near == pytest.approx(2 * 0.1**2, rel=1e-5)
+    assert far == pytest.approx(2 * 1.0**2, rel=1e-6)
+    d_sns = float(tr.sinkhorn_divergence(x, x + 1.0, method="sns", **kw))
+    assert d_sns == pytest.approx(far, rel=1e-7)
+
+
+def test_sinkhorn_distance_errors():
+    x = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="method"):
+        tr.sinkhorn_distance(x, x, 0.1, method="nope")
+    with pytest.raises(ValueError, match="did not converge"):
+        tr.sinkhorn_distance(np.random.default_rng(0).random((40, 2)), np.random.default_rng(1).random((40, 2)),
+                             1e-4, max_iter=5)

@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from driftax import transport as tr
+from tests.transport.conftest import point_clouds
+
+a, b, C = point_clouds(10, 8, seed=0)
+SOLVERS = [tr.sinkhorn, tr.sns]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_negative_weights(solver):
+    bad = a.copy()
+    bad[2] = -0.1
+    with pytest.raises(ValueError, match=r"^a must be non-negative"):
+        solver(bad, b, C, 0.1)
+    with pytest.raises(ValueError, match=r"^b must be non-negative"):
+        solver(a, -b, C, 0.1)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_masses_differ_says_by_how_much(solver):
+    with pytest.raises(ValueError, match=r"a and b must have the same total mass.*differ by 1\.000e-01"):
+        solver(a, b * 1.1, C, 0.1)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_shapes(solver):
+    with pytest.raises(ValueError, match=r"a must have shape \(10,\)"):
+        solver(a[:9], b, C, 0.1)
+    with pytest.raises(ValueError, match=r"b must have shape \(8,\)"):
+        solver(a, np.full(9, 1 / 9), C, 0.1)
+    with pytest.raises(ValueError, match="cost must be a 2-D"):
+        solver(a, b, C.ravel(), 0.1)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_non_finite_cost(solver):
+    bad = C.copy()
+    bad[0, 0] = np.inf
+    bad[1, 1] = np.nan
+    with pytest.raises(ValueError, match="cost must be finite, got 2 non-finite"):
+        solver(a, b, bad, 0.1)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("eps", [0.0, -1.0, np.inf, np.nan])
+def test_bad_epsilon(solver, eps):
+    with pytest.raises(ValueError, match="epsilon must be a positive finite number"):
+        solver(a, b, C, eps)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("tol", [0.0, -1e-8])
+def test_bad_tol(solver, tol):
+    with pytest.raises(ValueError, match="tol must be a positive finite number"):
+        solver(a, b, C, 0.1, tol=tol)
+
+
+def test_types_and_options():
+    with pytest.raises(TypeError, match="cost must be a real numeric array"):
+        tr.sinkhorn(a, b, "cost", 0.1)
+    with pytest.raises(TypeError, match="a must be a real numeric array"):
+        tr.sinkhorn(a.astype(complex), b, C, 0.1)
+    with pytest.raises(TypeError, match="epsilon must be a real numeric"):
+        tr.sinkhorn(a, b, C, "0.1")
+    with pytest.raises(ValueError, match="norm must be one of"):
+        tr.sinkhorn(a, b, C, 0.1, norm="l3")
+    with pytest.raises(TypeError, match="max_iter must be an int"):
+        tr.sinkhorn(a, b, C, 0.1, max_iter=1.5)
+    with pytest.raises(ValueError, match="epsilon_scaling"):
+        tr.sinkhorn(a, b, C, 0.1, epsilon_scaling=1.5)
+    with pytest.raises(ValueError, match="density must be None or a fraction"):
+        tr.sns(a, b, C, 0.1, density=2.0)
+    with pytest.raises(ValueError, match="init potentials must have shapes"):
+        tr.sinkhorn(a, b, C, 0.1, init=(np.zeros(3), np.zeros(8)))
+    with pytest.raises(TypeError, match="dtype must be"):
+        tr.sinkhorn(a, b, C, 0.1, dtype=np.int32)
+
+
+def test_none_weights_are_uniform():
+    r1 = tr.sinkhorn(None, None, C, 0.1, tol=1e-10)
+    r2 = tr.sinkhorn(a, b, C, 0.1, tol=1e-10)
+    assert float(r1.reg_cost) == pytest.approx(float(r2.reg_cost), rel=1e-12)
