@@ -5,8 +5,9 @@ that runs ``chunk`` steps of every chain (``vmap`` over the chains of a device, 
 steps, ``shard_map`` over a 1-D mesh of all devices). Between chunks the kept draws are copied
 into preallocated host arrays and the progress bar advances, so the bar never enters compiled
 code and device memory never holds more than one chunk of draws. Each device carries its own
-generator state and draws the noise of its chains in bulk (`driftax.samplers.rng`); the draws
-therefore depend on the seed and on the number of devices, not on anything else.
+generator state and draws the noise of its chains in blocks of steps (`driftax.samplers.rng`);
+the draws are reproducible from the seed for a given number of devices, chains, dimension and
+thinning (these set the block layout), and do not depend on ``chunk_size`` or ``progress``.
 
 Several hosts join through ``jax.distributed.initialize`` before calling `sample`; every
 process then calls `sample` with the same arguments, each runs the chains of its devices, and
@@ -50,7 +51,22 @@ def _check_int(name, value, minimum):
     return int(value)
 
 
+def _key_from_seed(seed):
+    """A typed PRNG key from an integer seed, a typed key, or a legacy ``uint32[2]`` key."""
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"seed must be an integer in [0, 2**32), got {seed}")
+        return jax.random.key(int(seed))
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
+        return seed
+    if isinstance(seed, (jax.Array, np.ndarray)) and seed.dtype == np.uint32 and seed.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(seed))  # jax.random.PRNGKey(...) style
+    raise TypeError(f"seed must be an integer or a single jax.random key, got {type(seed).__name__}")
+
+
 def _check_positive(name, value):
+    if isinstance(value, bool):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -60,11 +76,14 @@ def _check_positive(name, value):
     return v
 
 
-def _initial_positions(target: Target, init, num_chains: int, key) -> np.ndarray:
+def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
     if init is None:
-        x = np.asarray(target.initial_positions(key, num_chains), np.float32)
+        x = np.asarray(target.initial_positions(key, num_chains), dtype)
+        if x.shape != (num_chains, target.dim):
+            raise ValueError(f"target.init_fn must return a vector of shape ({target.dim},); "
+                             f"initial_positions gave {x.shape} for {num_chains} chains")
     else:
-        x = np.asarray(init, np.float32)
+        x = np.asarray(init, dtype)
         if x.shape == (target.dim,):
             x = np.broadcast_to(x, (num_chains, target.dim)).copy()
         if x.shape != (num_chains, target.dim):
@@ -80,13 +99,19 @@ def _initial_positions(target: Target, init, num_chains: int, key) -> np.ndarray
 
 # --- placement on the mesh ----------------------------------------------------------------------
 def _mesh(num_chains: int) -> Mesh:
-    devices = jax.devices()
-    n = math.gcd(num_chains, len(devices))
-    if n < len(devices):
+    """A 1-D mesh with the same number of devices from every process, dividing ``num_chains``."""
+    n_proc = jax.process_count()
+    if num_chains % n_proc:
+        raise ValueError(f"num_chains={num_chains} must be a multiple of the number of processes ({n_proc}) "
+                         "so that every host runs chains")
+    per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(n_proc)]
+    n_local = math.gcd(num_chains // n_proc, min(len(d) for d in per_process))
+    devices = [d for local in per_process for d in local[:n_local]]
+    if len(devices) < jax.device_count():
         warnings.warn(
-            f"num_chains={num_chains} does not divide over {len(devices)} devices; using {n}. "
-            "Choose a multiple of the device count to use them all.", stacklevel=3)
-    return Mesh(np.array(devices[:n]), (_AXIS,))
+            f"num_chains={num_chains} does not divide over {jax.device_count()} devices; using "
+            f"{len(devices)}. Choose a multiple of the device count to use them all.", stacklevel=3)
+    return Mesh(np.array(devices), (_AXIS,))
 
 
 def _place(x: np.ndarray, mesh: Mesh, spec) -> jax.Array:
@@ -152,7 +177,8 @@ def sample(
     target_acceptance
         Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA).
     chunk_size
-        Steps (warm-up) or draws (sampling) per compiled call; default: about 1/20 of the run.
+        Steps (warm-up) or draws (sampling) per compiled call, rounded up to a whole number of
+        noise blocks (up to 32 steps); default: about 1/10 of the warm-up and 1/20 of the draws.
     unroll
         ``lax.scan`` unroll factor of the inner loop (a speed knob; results are unchanged).
 
@@ -180,20 +206,23 @@ def sample(
         target_acceptance = method.target_acceptance
     if target_acceptance is None:
         adapt_step_size = False  # no Metropolis step: nothing to aim at
-    elif not 0 < float(target_acceptance) < 1:
-        raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
+    else:
+        try:
+            target_acceptance = float(target_acceptance)
+        except (TypeError, ValueError):
+            raise TypeError(f"target_acceptance must be a number in (0, 1), got {target_acceptance!r}") from None
+        if not 0 < target_acceptance < 1:
+            raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
     if chunk_size is not None:
         chunk_size = _check_int("chunk_size", chunk_size, 1)
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        key = jax.random.key(int(seed))
-    elif isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key):
-        key = seed
-    else:
-        raise TypeError(f"seed must be an integer or a jax.random key, got {type(seed).__name__}")
+    if not isinstance(adapt_step_size, (bool, np.bool_)):
+        raise TypeError(f"adapt_step_size must be True or False, got {adapt_step_size!r}")
+    key = _key_from_seed(seed)
 
     dim = target.dim
+    dtype = jnp.result_type(float)  # float64 when the caller has enabled jax_enable_x64
     key_init, key_rng = jax.random.split(key)
-    positions = _initial_positions(target, init, num_chains, key_init)
+    positions = _initial_positions(target, init, num_chains, key_init, dtype)
 
     mesh = _mesh(num_chains)
     n_dev = mesh.devices.size
@@ -209,7 +238,7 @@ def sample(
     n_d_chunks = -(-num_samples // d_chunk)
     progs = _programs(target, method, mesh, mass_matrix, bool(adapt_step_size and num_warmup > 0),
                       float(target_acceptance or 0.5), num_warmup > 0, w_chunk, d_chunk, thinning, unroll,
-                      block, draws_per_block)
+                      block, draws_per_block, jnp.dtype(dtype))
 
     # Initial states; a start where the density or its gradient is not finite is an input error.
     states = progs.init(_place(positions, mesh, P(_AXIS)))
@@ -224,7 +253,7 @@ def sample(
                            for d in range(n_dev)])
     rng_state = _place(rng_states, mesh, P(_AXIS))
     ad_state = progs.ad_init(step_size, None if mass_matrix is None else (
-        jnp.eye(dim) if mass_matrix == "dense" else jnp.ones(dim)))
+        jnp.eye(dim, dtype=dtype) if mass_matrix == "dense" else jnp.ones(dim, dtype)))
     warmup_fn, sample_fn = progs.warmup, progs.sample
 
     show = progress and jax.process_index() == 0
@@ -242,11 +271,11 @@ def sample(
         bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
                         accept=f"{float(np.asarray(acc).mean()):.2f}", refresh=False)
     final_step_size, imm = progs.ad_final(ad_state)
-    final_step_size = jnp.asarray(final_step_size, jnp.float32)
+    final_step_size = jnp.asarray(final_step_size, dtype)
 
-    out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), jnp.float32))
+    out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), dtype))
     posterior = {k: np.empty((num_chains, num_samples) + v.shape, v.dtype) for k, v in out_shapes.items()}
-    stats_out = {"lp": np.empty((num_chains, num_samples), np.float32),
+    stats_out = {"lp": np.empty((num_chains, num_samples), dtype),
                  "acceptance_rate": np.empty((num_chains, num_samples), np.float32),
                  "diverging": np.empty((num_chains, num_samples), bool)}
     n_divergent = 0
@@ -290,10 +319,10 @@ class _Programs(NamedTuple):
     sample: Callable
 
 
-@functools.lru_cache(maxsize=32)
+@functools.lru_cache(maxsize=8)  # holds targets (and their data) alive: keep it small
 def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, adapt_step_size: bool,
               target_acceptance: float, warmup: bool, w_chunk: int, d_chunk: int, thinning: int,
-              unroll: int, block: int, draws_per_block: int) -> _Programs:
+              unroll: int, block: int, draws_per_block: int, dtype) -> _Programs:
     """The compiled chunk programs, cached so repeated calls on one target compile once.
 
     Noise is drawn ``block`` steps at a time (``draws_per_block * thinning`` when sampling): one
@@ -304,7 +333,11 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     chain_spec, rep = P(_AXIS), P()
     logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
     ad_init, ad_update, ad_final = adaptation.window_adaptation(
-        target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS)
+        target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS, dtype=dtype)
+
+    def metric(imm):
+        # a dense metric is factorised once per block of steps, not at every step
+        return (imm, jnp.linalg.cholesky(imm)) if mass_matrix == "dense" else imm
 
     def shard(f, in_specs, out_specs):
         return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
@@ -318,43 +351,65 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     def warmup_chunk(chain_states, rs, ad, stages, ends):
         # stages, ends: (w_chunk // block, block); noise is drawn once per block of steps
         def one(carry, x):
-            chain_states, ad = carry
+            chain_states, ad, m = carry
             z, stg, end = x
-            new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, ad.step_size, ad.inverse_mass_matrix))(
-                chain_states, z)
+            new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, ad.step_size, m))(chain_states, z)
             active = stg != adaptation.OFF
             new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
             ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)
+            # a window closing inside the block changes the metric from the next step on
+            m = lax.cond(end, lambda: metric(ad.inverse_mass_matrix), lambda: m) if mass_matrix == "dense" \
+                else ad.inverse_mass_matrix
             n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
             acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
-            return (new, ad), (acc, n_div)
+            return (new, ad, m), (acc, n_div)
 
         def block_fn(carry, x):
             chain_states, rs, ad = carry
-            rs, noise = fast_rng.normal(rs[0], (block, chain_states.logdensity.shape[0], n_noise))
-            (chain_states, ad), out = lax.scan(one, (chain_states, ad), (noise,) + x, unroll=unroll)
+            rs, noise = fast_rng.normal(rs[0], (block, chain_states.logdensity.shape[0], n_noise), dtype)
+            m = metric(ad.inverse_mass_matrix) if ad.inverse_mass_matrix is not None else None
+            (chain_states, ad, _), out = lax.scan(one, (chain_states, ad, m), (noise,) + x, unroll=unroll)
             return (chain_states, rs[None], ad), out
 
         (chain_states, rs, ad), (acc, n_div) = lax.scan(block_fn, (chain_states, rs, ad), (stages, ends))
         return chain_states, rs, ad, acc, n_div
 
+    # Steps per noise call while sampling: a block of draws_per_block draws when thinning <= block,
+    # otherwise sub-blocks of the largest divisor of thinning not above block (memory stays bounded).
+    sub = thinning if thinning <= block else max(k for k in range(1, block + 1) if thinning % k == 0)
+
     def sample_chunk(chain_states, rs, step_size, imm):
-        # d_chunk // draws_per_block blocks; each block draws noise for draws_per_block * thinning steps
-        def draw(chain_states, noise):
-            chain_states, info = steps(chain_states, noise, step_size, imm)
+        m = None if imm is None else metric(imm)
+        n_local = chain_states.logdensity.shape[0]
+
+        def finish(chain_states, info):
             stats = {
                 "lp": chain_states.logdensity,
                 "acceptance_rate": info.acceptance_rate.mean(0),
                 "diverging": info.diverging.any(0),
             }
-            return chain_states, (jax.vmap(target.constrain)(chain_states.position), stats)
+            return jax.vmap(target.constrain)(chain_states.position), stats
+
+        def draw(chain_states, noise):
+            chain_states, info = steps(chain_states, noise, step_size, m)
+            return chain_states, finish(chain_states, info)
 
         def block_fn(carry, _):
             chain_states, rs = carry
-            shape = (draws_per_block, thinning, chain_states.logdensity.shape[0], n_noise)
-            rs, noise = fast_rng.normal(rs[0], shape)
-            chain_states, out = lax.scan(draw, chain_states, noise)
-            return (chain_states, rs[None]), out
+            if sub == thinning:
+                rs, noise = fast_rng.normal(rs[0], (draws_per_block, thinning, n_local, n_noise), dtype)
+                chain_states, out = lax.scan(draw, chain_states, noise)
+                return (chain_states, rs[None]), out
+
+            def sub_block(c, _):  # long thinning: noise for `sub` steps at a time
+                s, r = c
+                r, noise = fast_rng.normal(r, (sub, n_local, n_noise), dtype)
+                s, info = steps(s, noise, step_size, m)
+                return (s, r), info
+            (chain_states, r), info = lax.scan(sub_block, (chain_states, rs[0]), None, length=thinning // sub)
+            info = jax.tree.map(lambda a: a.reshape((thinning,) + a.shape[2:]), info)
+            out = jax.tree.map(lambda a: a[None], finish(chain_states, info))
+            return (chain_states, r[None]), out
 
         (chain_states, rs), (draws, stats) = lax.scan(
             block_fn, (chain_states, rs), None, length=d_chunk // draws_per_block)

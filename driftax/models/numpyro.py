@@ -34,14 +34,11 @@ def _check_model(model, args, kwargs, init_strategy) -> dict:
     latent = [s for s in trace.values() if s["type"] == "sample" and not s["is_observed"]]
     if not latent:
         raise ValueError("model has no latent sample sites: there is nothing to sample")
-    discrete = [
-        s["name"] for s in latent
-        if s["fn"].support.is_discrete and s["infer"].get("enumerate") != "parallel"
-    ]
+    discrete = [s["name"] for s in latent if s["fn"].support.is_discrete]
     if discrete:
         raise ValueError(
             f"model has discrete latent site(s) {discrete}: driftax samples continuous unconstrained "
-            "spaces; marginalise them (infer={'enumerate': 'parallel'}) or observe them"
+            "spaces; sum them out in the model (e.g. a mixture distribution) or observe them"
         )
     return trace
 
@@ -54,9 +51,11 @@ def _plate_dims(trace) -> dict[str, tuple[str, ...]]:
         if not ((site["type"] == "sample" and not site["is_observed"]) or site["type"] == "deterministic"):
             continue
         shape = jnp.shape(site["value"])
+        # plate dims count from the right of the batch shape, i.e. left of the event dims
+        event_dim = site["fn"].event_dim if site["type"] == "sample" else 0
         axes = [f"{name}_dim_{i}" for i in range(len(shape))]
         for frame in site.get("cond_indep_stack", ()):
-            axis = len(shape) + frame.dim if frame.dim is not None else -1
+            axis = len(shape) - event_dim + frame.dim if frame.dim is not None else -1
             if 0 <= axis < len(shape) and shape[axis] == frame.size:
                 axes[axis] = frame.name
         if shape and any(not a.startswith(f"{name}_dim_") for a in axes):

@@ -31,6 +31,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from blackjax.base import SamplingAlgorithm
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import log_ndtr
@@ -63,9 +64,13 @@ def init(position, logdensity_fn: Callable) -> MALAState:
 
 
 def _sqrt_and_apply(inverse_mass_matrix):
-    """Return ``(A^{1/2} v, A v)`` operators for A = None (identity), diagonal or dense."""
+    """``(v -> A^{1/2} v, v -> A v)`` for A = None (identity), a vector (diagonal), a matrix, or a
+    pair ``(A, cholesky(A))`` with the factor computed once by the caller (loops over many steps)."""
     if inverse_mass_matrix is None:
         return (lambda v: v), (lambda v: v)
+    if isinstance(inverse_mass_matrix, tuple):
+        imm, chol = inverse_mass_matrix
+        return (lambda v: chol @ v), (lambda v: imm @ v)
     imm = jnp.asarray(inverse_mass_matrix)
     if imm.ndim == 1:
         sqrt = jnp.sqrt(imm)
@@ -146,6 +151,7 @@ def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) ->
     if not callable(logdensity_fn):
         raise TypeError("logdensity_fn must be callable")
     _check_step_size(step_size)
+    _check_inverse_mass_matrix(inverse_mass_matrix)
     kernel = build_kernel()
 
     def init_fn(position, rng_key=None):
@@ -158,13 +164,33 @@ def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) ->
     return SamplingAlgorithm(init_fn, step_fn)
 
 
+def _is_traced(x) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(x))
+
+
 def _check_step_size(step_size) -> None:
     """Reject a non-positive or non-finite concrete step size (traced values pass through)."""
-    if isinstance(step_size, jax.core.Tracer):
+    if _is_traced(step_size):
         return
-    value = jnp.asarray(step_size)
-    if value.ndim != 0 or not bool(jnp.isfinite(value)) or float(value) <= 0:
+    value = np.asarray(step_size)
+    if isinstance(step_size, bool) or value.ndim != 0 or not np.issubdtype(value.dtype, np.number) \
+            or not np.isfinite(value) or float(value) <= 0:
         raise ValueError(f"step_size must be a positive finite scalar, got {step_size!r}")
+
+
+def _check_inverse_mass_matrix(imm) -> None:
+    """A concrete preconditioner must be a positive vector or a symmetric positive-definite matrix."""
+    if imm is None or _is_traced(imm):
+        return
+    a = np.asarray(imm[0] if isinstance(imm, tuple) else imm, dtype=float)
+    if a.ndim == 1:
+        if not (np.all(np.isfinite(a)) and np.all(a > 0)):
+            raise ValueError("inverse_mass_matrix (diagonal) must be finite and positive")
+    elif a.ndim == 2 and a.shape[0] == a.shape[1]:
+        if not (np.all(np.isfinite(a)) and np.allclose(a, a.T)) or np.linalg.eigvalsh(a).min() <= 0:
+            raise ValueError("inverse_mass_matrix must be symmetric positive definite")
+    else:
+        raise ValueError(f"inverse_mass_matrix must be a vector (dim,) or a matrix (dim, dim), got shape {a.shape}")
 
 
 mala.init = init

@@ -16,7 +16,7 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
-    n_local, pid, nproc, port = (int(a) for a in sys.argv[1:5])
+    n_local, pid, nproc, port, chains = (int(a) for a in sys.argv[1:6])
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_local}"
     import jax
     if nproc > 1:
@@ -26,12 +26,12 @@ SCRIPT = textwrap.dedent("""
     m = jnp.arange(6.0) - 2.5
     s = jnp.linspace(0.5, 2.0, 6)
     target = dx.models.Target(lambda x: -0.5 * jnp.sum(((x - m) / s) ** 2), 6)
-    idata = dx.infer.sample(target, num_chains=8, num_samples=2000, num_warmup=600, seed=1, progress=False)
+    idata = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     x = idata.posterior["x"].values
     print("RESULT" + json.dumps({
         "devices": idata.attrs["num_devices"], "global_devices": jax.device_count(),
         "mean": x.reshape(-1, 6).mean(0).tolist(), "sd": x.reshape(-1, 6).std(0).tolist(),
-        "ess": az.ess(idata)["x"].values.tolist(), "first": x[:, 0, 0].tolist(),
+        "ess": az.ess(idata)["x"].values.tolist(), "first": x[:, 0, 0].tolist(), "chains": x.shape[0],
     }))
 """)
 
@@ -39,11 +39,11 @@ M = np.arange(6.0) - 2.5
 S = np.linspace(0.5, 2.0, 6)
 
 
-def _run(tmp_path, n_local, pid=0, nproc=1, port=0):
+def _run(tmp_path, n_local, pid=0, nproc=1, port=0, chains=8):
     script = tmp_path / "worker.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen([sys.executable, str(script), str(n_local), str(pid), str(nproc), str(port)],
+    return subprocess.Popen([sys.executable, str(script), str(n_local), str(pid), str(nproc), str(port), str(chains)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -86,11 +86,12 @@ def _free_port():
 
 
 def test_two_processes_join_with_jax_distributed(tmp_path):
-    """Two hosts of 2 CPU devices each (gloo collectives over 127.0.0.1): 4 global devices, chains
-    split across processes, and both processes return the same full set of draws."""
+    """Two hosts of 2 CPU devices each (gloo collectives over 127.0.0.1), 6 chains: 3 per host do not
+    split over 2 local devices, so each host runs its 3 on one device (2 of the 4 global devices),
+    and both processes return the same full set of 6 chains."""
     port = _free_port()
-    procs = [_run(tmp_path, 2, pid, 2, port) for pid in range(2)]
+    procs = [_run(tmp_path, 2, pid, 2, port, chains=6) for pid in range(2)]
     r0, r1 = (_result(p) for p in procs)
-    assert r0["global_devices"] == 4 and r0["devices"] == 4
+    assert r0["global_devices"] == 4 and r0["devices"] == 2 and r0["chains"] == 6
     assert r0["first"] == r1["first"] and r0["mean"] == r1["mean"]
     _check_against_truth(r0)

@@ -1,4 +1,6 @@
 """infer.sample: recovery of known moments, the posteriordb reference, reproducibility, bad input."""
+from typing import NamedTuple
+
 import arviz as az
 import jax
 import jax.numpy as jnp
@@ -9,6 +11,7 @@ import numpyro.distributions as dist
 import pytest
 
 import driftax as dx
+from driftax.samplers.langevin import MALAInfo
 
 matplotlib.use("Agg")
 
@@ -33,17 +36,18 @@ def gauss_run():
 
 def test_recovers_mean_and_covariance_within_monte_carlo_error(gauss_run):
     """Tolerances from ArviZ's ESS of our draws: the MC sd of a mean is sd/sqrt(ESS) and of a covariance
-    entry sqrt((S_ii S_jj + S_ij^2) / ESS) (Gaussian fourth moments). 4.5 MC sds over 20 means and 210
-    covariance entries keeps the chance of a false failure below 1e-3 (Bonferroni with P(|Z|>4.5) = 7e-6)."""
+    entry sqrt((S_ii S_jj + S_ij^2) / ESS) (Gaussian fourth moments; using the smallest ESS of the means
+    is conservative, as squares of an AR-type chain decorrelate faster than the chain). 4.7 MC sds over
+    20 means and 210 covariance entries: P(false failure) < 230 x 2.6e-6 = 6e-4 (Bonferroni)."""
     target, idata = gauss_run
     x = idata.posterior["x"].values.reshape(-1, target.dim).astype(np.float64)
     mean, cov = np.asarray(target.mean), np.asarray(target.cov)
     ess = az.ess(idata)["x"].values
     assert ess.min() > 500  # 32k draws of MALA, diagonal metric, condition number 16: ~800-1600 seen
     sd = np.sqrt(np.diag(cov))
-    assert np.all(np.abs(x.mean(0) - mean) <= 4.5 * sd / np.sqrt(ess))
+    assert np.all(np.abs(x.mean(0) - mean) <= 4.7 * sd / np.sqrt(ess))
     cov_mc_sd = np.sqrt((np.outer(sd**2, sd**2) + cov**2) / ess.min())
-    assert np.all(np.abs(np.cov(x.T) - cov) <= 4.5 * cov_mc_sd)
+    assert np.all(np.abs(np.cov(x.T) - cov) <= 4.7 * cov_mc_sd)
 
 
 def test_inference_data_layout_and_stats(gauss_run):
@@ -75,12 +79,71 @@ def test_same_seed_same_draws_and_other_seed_differs():
     assert not np.allclose(a, c)
 
 
-def test_thinning_and_chunking_do_not_change_shapes():
-    target = correlated_gaussian(dim=3)
-    idata = dx.infer.sample(target, num_chains=3, num_samples=37, num_warmup=11, thinning=3, chunk_size=5,
-                            seed=0, progress=False)
-    assert idata.posterior["x"].shape == (3, 37, 3)
-    assert np.all(np.isfinite(idata.posterior["x"].values))
+class _CounterState(NamedTuple):
+    position: jax.Array
+    logdensity: jax.Array
+    logdensity_grad: jax.Array
+
+
+def _counter_method():
+    """A 'kernel' that adds 1 to the position at every step: draws count the steps taken."""
+    def init(x, logdensity_fn):
+        return _CounterState(x, jnp.zeros((), x.dtype), jnp.zeros_like(x))
+
+    def step(state, noise, logdensity_fn, step_size, imm):
+        one = jnp.ones((), state.position.dtype)
+        info = MALAInfo(one, jnp.array(True), jnp.array(False))
+        return state._replace(position=state.position + 1), info
+
+    return dx.infer.methods.Method("counter", init, step, lambda d: d + 1, None, 0.1, None)
+
+
+@pytest.mark.parametrize("num_warmup", [0, 1, 19, 33])
+@pytest.mark.parametrize("num_samples, thinning, chunk_size", [
+    (1, 1, None), (37, 3, None), (37, 1, 7), (5, 40, None), (100, 3, 64), (5, 37, 1)])
+def test_every_draw_is_the_right_step(num_warmup, num_samples, thinning, chunk_size):
+    """Chunk rounding, the last partial chunk, warm-up padding and thinning (incl. thinning > 32,
+    where noise comes in sub-blocks) must keep exactly draw i = state after num_warmup + thinning (i+1) steps."""
+    target = dx.models.Target(lambda x: -0.5 * x @ x, 2)
+    idata = dx.infer.sample(target, _counter_method(), num_chains=2, num_samples=num_samples,
+                            num_warmup=num_warmup, thinning=thinning, chunk_size=chunk_size,
+                            init=np.zeros(2), progress=False, mass_matrix=None)
+    expected = num_warmup + thinning * (np.arange(num_samples) + 1)
+    np.testing.assert_array_equal(idata.posterior["x"].values[..., 0], np.broadcast_to(expected, (2, num_samples)))
+
+
+@pytest.mark.parametrize("num_warmup", [10, 19, 20, 50, 100, 149, 150, 300])
+def test_short_warmups_leave_a_sensible_step_size(num_warmup):
+    """A warm-up of 10 steps or more must leave MALA in its efficient range on an isotropic 10-d
+    Gaussian; 8 chains x 500 draws measure acceptance to +-0.02. Before the fix, 20-149 steps ended
+    with acceptance 0.05-0.5 (a closing window too short for dual averaging). (One or two steps of
+    dual averaging cannot tune anything; they leave a small step.)"""
+    target = dx.models.Target(lambda x: -0.5 * x @ x, 10)
+    idata = dx.infer.sample(target, num_chains=8, num_samples=500, num_warmup=num_warmup, seed=1, progress=False)
+    acc = float(idata.sample_stats.acceptance_rate.mean())
+    lo = 0.35 if num_warmup < 20 else 0.45  # a handful of dual-averaging steps cannot do better
+    assert lo < acc < 0.9, acc
+
+
+def test_dense_metric_recovers_a_correlated_gaussian():
+    """Dense pooled metric on the 20-d correlated Gaussian: same MC-error bounds as the diagonal test."""
+    target = correlated_gaussian()
+    idata = dx.infer.sample(target, num_chains=8, num_samples=1500, num_warmup=1500, seed=4,
+                            mass_matrix="dense", progress=False)
+    x = idata.posterior["x"].values.reshape(-1, target.dim).astype(np.float64)
+    ess = az.ess(idata)["x"].values
+    sd = np.sqrt(np.diag(np.asarray(target.cov)))
+    assert ess.min() > 1000  # the dense metric whitens the target: far above the diagonal's ~800 / 32k draws
+    assert np.all(np.abs(x.mean(0) - np.asarray(target.mean)) <= 4.7 * sd / np.sqrt(ess))
+
+
+def test_legacy_keys_and_seed_range():
+    target = correlated_gaussian(dim=2)
+    a = dx.infer.sample(target, num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.PRNGKey(3), progress=False)
+    b = dx.infer.sample(target, num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.key(3), progress=False)
+    np.testing.assert_array_equal(a.posterior["x"].values, b.posterior["x"].values)
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        dx.infer.sample(target, seed=2**70, progress=False)
 
 
 def _eight_schools():
@@ -96,6 +159,7 @@ def test_eight_schools_matches_posteriordb_reference():
     (10k near-independent draws: sd ~0.01): 0.1 is over 4 combined sds. NUTS reaches 0.015."""
     target, reference = _eight_schools()
     idata = dx.infer.sample(target, num_chains=8, num_samples=5000, num_warmup=2000, seed=0, progress=False)
+    assert float(az.ess(idata, var_names=["tau"])["tau"]) > 2000  # the premise of the tolerance below
     cmp = dx.infer.compare_to_reference(idata, reference)
     assert set(cmp) >= {"mu", "tau", "theta"}
     worst = max(float(np.abs(v["mean_error"]).max()) for v in cmp.values())
@@ -151,6 +215,18 @@ def test_bad_types(small):
         dx.infer.sample(lambda x: -x @ x, progress=False)
     with pytest.raises(TypeError, match="seed must be"):
         dx.infer.sample(small, seed="zero", progress=False)
+    with pytest.raises(TypeError, match="target_acceptance must be a number"):
+        dx.infer.sample(small, target_acceptance="high", progress=False)
+    with pytest.raises(TypeError, match="adapt_step_size must be True or False"):
+        dx.infer.sample(small, adapt_step_size="no", progress=False)
+    with pytest.raises(TypeError, match="step_size must be a positive number"):
+        dx.infer.sample(small, step_size=True, progress=False)
+
+
+def test_init_fn_of_wrong_shape_is_named():
+    target = dx.models.Target(lambda x: -0.5 * x @ x, 4, init_fn=lambda key: jnp.zeros(3))
+    with pytest.raises(ValueError, match="target.init_fn must return a vector of shape \\(4,\\)"):
+        dx.infer.sample(target, progress=False)
 
 
 def test_nan_region_counted_as_divergent_never_in_draws():

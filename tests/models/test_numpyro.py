@@ -116,15 +116,16 @@ def test_plate_names_become_arviz_dims():
 
     def model(y):
         mu = numpyro.sample("mu", dist.Normal(0, 5))
-        cov_chol = numpyro.sample("w", dist.Normal(0, 1).expand([2]).to_event(1))
+        numpyro.sample("w", dist.Normal(0, 1).expand([2]).to_event(1))
         with numpyro.plate("school", 8):
             t = numpyro.sample("t", dist.Normal(0, 1))
             theta = numpyro.deterministic("theta", mu + t)
             numpyro.sample("y", dist.Normal(theta, 10.0), obs=y)
-        del cov_chol
+        with numpyro.plate("group", 3):  # event dim of size 3 too: the plate must name the batch axis
+            numpyro.sample("v", dist.MultivariateNormal(jnp.zeros(3), jnp.eye(3)))
 
     target = from_numpyro(model, jnp.zeros(8))
-    assert target.dims == {"t": ("school",), "theta": ("school",)}
+    assert target.dims == {"t": ("school",), "theta": ("school",), "v": ("group", "v_dim_1")}
     idata = dx.infer.sample(target, num_chains=2, num_samples=10, num_warmup=0, progress=False)
     assert idata.posterior["theta"].dims == ("chain", "draw", "school")
     assert idata.posterior["w"].dims == ("chain", "draw", "w_dim_0")

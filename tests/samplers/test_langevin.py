@@ -89,3 +89,26 @@ def test_nan_region_is_rejected_and_flagged():
 def test_bad_step_size(bad):
     with pytest.raises(ValueError, match="step_size"):
         mala(lambda x: -jnp.sum(x**2), bad)
+
+
+def test_builds_and_steps_inside_jit():
+    """Like blackjax.mala, the algorithm can be built inside a jitted function (step size traced or not)."""
+    logp = lambda x: -0.5 * jnp.sum(x**2)
+
+    @jax.jit
+    def one(key, x, h):
+        a, b = mala(logp, 0.1), mala(logp, h)
+        return a.step(key, a.init(x))[0].position, b.step(key, b.init(x))[0].position
+
+    xa, xb = one(jax.random.key(0), jnp.ones(3), 0.1)
+    np.testing.assert_allclose(xa, xb)
+
+
+@pytest.mark.parametrize("imm, match", [
+    (np.array([1.0, -1.0]), "finite and positive"),
+    (np.array([[1.0, 2.0], [2.0, 1.0]]), "positive definite"),
+    (np.ones((2, 3)), "vector .* or a matrix"),
+])
+def test_bad_inverse_mass_matrix(imm, match):
+    with pytest.raises(ValueError, match=match):
+        mala(lambda x: -jnp.sum(x**2), 0.1, imm)
