@@ -100,7 +100,7 @@ class Target:
         """``(num_chains, dim)`` starting points, one independent draw of ``init_fn`` per chain."""
         keys = jax.random.split(key, num_chains)
         if self.init_fn is not None:
-            return jax.vmap(self.init_fn)(keys)
+            return jax.jit(jax.vmap(self.init_fn))(keys)  # eager vmap of a model's init is slow
         return jax.random.normal(key, (num_chains, self.dim))
 
     def __repr__(self) -> str:
