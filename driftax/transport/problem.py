@@ -47,7 +47,8 @@ class OTResult(NamedTuple):
       marginal_error: ``|P 1 - a| + |P^T 1 - b|`` in the chosen norm, recomputed from ``(f, g)`` after the solve.
       iterations: total iterations (Sinkhorn sweeps + Newton steps for SNS).
       converged: ``marginal_error <= tol`` and every output finite. Never true for a NaN result.
-      errors: marginal error after each iteration (``-1`` past the last iteration).
+      errors: marginal error after each iteration, ``-1`` where none was recorded (past the last iteration;
+        SNS records its Newton steps, and its warm-start sweeps only through the last one or not at all).
       newton_iterations, cg_iterations: Newton steps and total conjugate-gradient iterations (0 for Sinkhorn).
       density: mean fraction of the entries of ``P`` kept in the sparsified Hessian (0 for Sinkhorn).
     """
