@@ -110,19 +110,23 @@ def _scaling_sweeps(a, b, cost, eps, f, g, sweeps: int, absorb_every: int = 10):
         col = k.sum(axis=0)
         v = jnp.where(b > 0, b / jnp.where(col > 0, col, 1.0), 0.0)
         u = jnp.ones_like(a)
+        # an underflowed row/column sum (K v = 0 where a > 0) would make the scaling update wrong, not just
+        # inaccurate: it is tracked and the block is then redone in the log domain
+        positive = jnp.all(jnp.where(b > 0, col > 0, True))
 
-        def one(_, uv):
-            u, v = uv
+        def one(_, uvp):
+            u, v, positive = uvp
             kv = k @ v
             u = jnp.where(a > 0, a / jnp.where(kv > 0, kv, 1.0), 0.0)
             ktu = k.T @ u
             v = jnp.where(b > 0, b / jnp.where(ktu > 0, ktu, 1.0), 0.0)
-            return u, v
+            positive = positive & jnp.all(jnp.where(a > 0, kv > 0, True)) & jnp.all(jnp.where(b > 0, ktu > 0, True))
+            return u, v, positive
 
-        u, v = jax.lax.fori_loop(0, count - 1, one, (u, v))
+        u, v, positive = jax.lax.fori_loop(0, count - 1, one, (u, v, positive))
         f2 = f + eps * jnp.log(u)
         g2 = g + eps * jnp.log(v)
-        ok = (jnp.all(jnp.where(a > 0, (u > 1e-200) & (u < 1e200), True))
+        ok = positive & (jnp.all(jnp.where(a > 0, (u > 1e-200) & (u < 1e200), True))
               & jnp.all(jnp.where(b > 0, (v > 1e-200) & (v < 1e200), True))
               & jnp.all(jnp.where(a > 0, jnp.isfinite(f2), True)) & jnp.all(jnp.where(b > 0, jnp.isfinite(g2), True)))
         return jax.lax.cond(ok, lambda: (jnp.where(a > 0, f2, -jnp.inf), jnp.where(b > 0, g2, -jnp.inf)),

@@ -103,3 +103,28 @@ def test_sns_fallback_path_converges():
     a, b, C, eps = PROBLEMS["points_sqeuclidean"]
     r = tr.sns(a, b, C, eps, tol=1e-9, max_backtracks=1, density=0.05)
     assert bool(r.converged)
+
+
+def test_scaling_form_warm_start_equals_log_domain_sweeps(x64):
+    # the stabilised scaling sweeps used by SNS produce the log-domain Sinkhorn iterates (Schmitzer 2019)
+    from driftax.transport.sinkhorn import sinkhorn_loop
+    from driftax.transport.sns import _scaling_sweeps
+
+    for (a, b, C, eps) in (PROBLEMS["random_assignment"], PROBLEMS["points_weighted_rect"]):
+        a, b, C, eps = jnp.asarray(a), jnp.asarray(b), jnp.asarray(C), jnp.asarray(eps)
+        z = (jnp.zeros_like(a), jnp.zeros_like(b))
+        f1, g1 = jax.jit(lambda: _scaling_sweeps(a, b, C, eps, *z, 25))()
+        f2, g2, _, it, _ = sinkhorn_loop(a, b, C, eps, *z, jnp.asarray(1e-300), max_iter=25, norm="l1")
+        assert int(it) == 25
+        np.testing.assert_allclose(f1, f2, rtol=0, atol=1e-10 * float(jnp.abs(f2).max()))
+        np.testing.assert_allclose(g1, g2, rtol=0, atol=1e-10 * float(jnp.abs(g2).max()))
+    # a wide dynamic range (kernel entries exp(-100/0.05) underflow to 0) and very uneven weights: still the same
+    C = jnp.asarray([[0.0, 50.0, 100.0], [50.0, 0.0, 50.0], [100.0, 50.0, 0.0]])
+    a = jnp.asarray([0.98, 0.01, 0.01])
+    b = jnp.asarray([0.01, 0.01, 0.98])
+    eps = jnp.asarray(0.05)
+    z = (jnp.zeros(3), jnp.zeros(3))
+    f1, g1 = _scaling_sweeps(a, b, C, eps, *z, 10)
+    f2, g2, _, _, _ = sinkhorn_loop(a, b, C, eps, *z, jnp.asarray(1e-300), max_iter=10, norm="l1")
+    assert np.all(np.isfinite(np.asarray(f1))) and np.all(np.isfinite(np.asarray(g1)))
+    np.testing.assert_allclose(f1 + g1.mean(), f2 + g2.mean(), rtol=1e-9)
