@@ -228,7 +228,8 @@ def sample(
     n_dev = mesh.devices.size
     # Steps per noise block: up to 32, with at most _NOISE_BYTES of noise per device.
     chains_local = num_chains // n_dev
-    block = int(max(1, min(32, _NOISE_BYTES // (4 * chains_local * method.noise_size(dim)))))
+    row_bytes = jnp.dtype(dtype).itemsize * chains_local * method.noise_size(dim)
+    block = int(max(1, min(32, _NOISE_BYTES // row_bytes)))
     draws_per_block = max(1, block // thinning)
     w_chunk = _round_up(chunk_size or max(1, min(512, -(-num_warmup // 10))), block)
     n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
