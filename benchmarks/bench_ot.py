@@ -32,8 +32,6 @@ from pathlib import Path
 import numpy as np
 
 import jax
-
-jax.config.update("jax_enable_x64", True)  # a benchmark script: float64 everywhere
 import jax.numpy as jnp  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,6 +42,7 @@ from driftax import transport as tr  # noqa: E402
 from driftax.transport.sinkhorn import solve_sinkhorn  # noqa: E402
 
 TOL = 1e-8
+MAX_TRIES = 4  # POT runs with a tightened threshold (main() lowers it in --quick mode)
 SINKHORN_FAMILY_PEERS = ("pot_sinkhorn", "pot_sinkhorn_log", "ott_sinkhorn", "ott_anderson")
 
 
@@ -166,7 +165,7 @@ def _run_pot(fn, p, cap):
     t_it = _pot_probe(fn, p)
     max_it = int(max(100, min(1_000_000, cap / max(t_it, 1e-7))))
     thr = TOL
-    for attempt in range(4):
+    for attempt in range(MAX_TRIES):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             t0 = time.perf_counter()
@@ -248,16 +247,20 @@ def _run_regot(name, p, cap):
     fn = getattr(regot, name)
     C = np.asfortranarray(p["C"])
     thr = TOL
-    for attempt in range(4):
+    max_iter = 1000
+    for attempt in range(4):  # not limited in --quick mode: regot's retries are cheap, and needed to converge
         t0 = time.perf_counter()
-        res = fn(C, p["a"], p["b"], p["epsilon"], tol=thr, max_iter=1000)
+        res = fn(C, p["a"], p["b"], p["epsilon"], tol=thr, max_iter=max_iter)
         secs = time.perf_counter() - t0
         P = np.asarray(res.plan)
         err = l1_error_from_plan(P, p["a"], p["b"]) if np.all(np.isfinite(P)) else float("nan")
-        if err <= TOL or not np.isfinite(err) or secs > cap:
+        # regot runs to its own tolerance (it has no time cap): its wall time never decides convergence, only
+        # the recomputed error does; a run that hit its iteration limit is capped
+        capped = int(res.niter) >= max_iter
+        if err <= TOL or not np.isfinite(err) or capped:
             break
         thr /= 4
-    return _row(res.niter, secs, err, 0.0, False, stop_threshold=thr)
+    return _row(res.niter, secs, err, 0.0, capped, stop_threshold=thr)
 
 
 def run_regot_ssns(p, cap):
@@ -368,9 +371,20 @@ def print_table(rows, summary):
         if "time_ratio_regot_ssns" in s:
             msg += f"regot_ssns {s['time_ratio_regot_ssns']:.1f}x" + ("" if s["regot_ssns_converged"] else " (unconverged)")
         print(msg)
-    print("\ntargets on problems where Sinkhorn needs > 1000 iterations:")
+    print("\ntargets on problems where Sinkhorn was capped or needed > 1000 iterations:")
+    for line in target_lines(summary):
+        print(line)
+
+
+def target_lines(summary):
+    """One line per problem where Sinkhorn was capped or needed > 1000 iterations; ``MISSED`` marks a target
+    that is not met (with Sinkhorn capped the iteration ratio is only a lower bound, and a lower bound below
+    the target does not meet it)."""
+    lines = []
     for s in summary:
-        if s.get("sinkhorn_iterations", 0) <= 1000:
+        if "sinkhorn_iterations" not in s:
+            continue
+        if not (s["sinkhorn_capped"] or s["sinkhorn_iterations"] > 1000):
             continue
         lb = ">" if s["sinkhorn_capped"] else ""  # Sinkhorn was capped: the ratio is a lower bound
         checks = [f"iterations {lb}{s['iteration_ratio']:.0f}x {'OK' if s['iteration_ratio'] >= 50 else 'MISSED'} "
@@ -382,10 +396,27 @@ def print_table(rows, summary):
             checks.append("no Sinkhorn-family peer converged within its cap")
         if "time_ratio_regot_ssns" in s:
             rr = s["time_ratio_regot_ssns"]
-            checks.append(f"vs regot_ssns {rr:.1f}x {'OK' if rr >= 1.5 else 'MISSED'} (>= 1.5x)")
+            checks.append(f"vs regot_ssns {rr:.1f}x {'OK' if rr >= 1.5 else 'MISSED'} (>= 1.5x)"
+                          + ("" if s["regot_ssns_converged"] else " (regot_ssns unconverged)"))
         if not s["sns_converged"]:
-            checks.append("SNS DID NOT CONVERGE")
-        print(f"  {s['problem']} n={s['n']} eps={s['epsilon']:.2e}: " + "; ".join(checks))
+            checks.append("SNS DID NOT CONVERGE: MISSED")
+        lines.append(f"  {s['problem']} n={s['n']} eps={s['epsilon']:.2e}: " + "; ".join(checks))
+    return lines
+
+
+def json_safe(x):
+    """``x`` with every non-finite float replaced by ``None`` (JSON has no NaN/inf; ``null`` is written)."""
+    if isinstance(x, dict):
+        return {k: json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [json_safe(v) for v in x]
+    if isinstance(x, (float, np.floating)):
+        return float(x) if np.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
 
 
 def plot(rows, outdir: Path):
@@ -450,10 +481,15 @@ def main(argv=None):
     ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated solver labels")
     ap.add_argument("--problems", default=None, help="comma-separated problem names to keep")
     args = ap.parse_args(argv)
+    global MAX_TRIES
+    jax.config.update("jax_enable_x64", True)  # a benchmark script: float64 everywhere (set here, not on import)
+    MAX_TRIES = 2 if args.quick else 4
     cap = args.cap if args.cap is not None else (2.0 if args.quick else 60.0)
     solvers_arg = args.solvers
     if args.quick and solvers_arg == ",".join(SOLVERS):
-        solvers_arg = ",".join(s for s in SOLVERS if s != "regot_sparse_newton")  # fails with defaults anyway
+        # regot_sparse_newton fails with defaults anyway; pot_sinkhorn_log never converges within a quick cap
+        # (seconds per attempt on 784-pixel images) and dominated the quick wall time
+        solvers_arg = ",".join(s for s in SOLVERS if s not in ("regot_sparse_newton", "pot_sinkhorn_log"))
     names = [s for s in solvers_arg.split(",") if s]
     for s in names:
         if s not in SOLVERS:
@@ -499,7 +535,7 @@ def main(argv=None):
                          cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version()),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(payload, indent=1, default=float))
+        args.json.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False))
         print(f"json: {args.json}")
     return 0
 
