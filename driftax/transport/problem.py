@@ -129,12 +129,20 @@ def _finalize(a, b, cost, eps, f, g, tol, norm):
 
 
 def marginal_error(f, g, a, b, cost, epsilon, norm: str = "l1") -> jax.Array:
-    """``|P 1 - a| + |P^T 1 - b|`` for the plan of the potentials ``(f, g)`` (norm ``l1``, ``l2`` or ``linf``)."""
+    """``|P 1 - a| + |P^T 1 - b|`` for the plan of the potentials ``(f, g)`` (norm ``l1``, ``l2`` or ``linf``).
+
+    Computed in the precision policy of the solvers (module doc): with concrete inputs in float64 inside
+    :func:`jax.enable_x64`, whatever the global flag, so it equals a solver's reported ``marginal_error``;
+    under a caller's ``jit``/``vmap`` in the dtype of the traced inputs.
+    """
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    eps = jnp.asarray(epsilon)
-    p = _plan(jnp.asarray(f), jnp.asarray(g), jnp.asarray(cost), eps)
-    return _norm(p.sum(axis=1) - a, norm) + _norm(p.sum(axis=0) - b, norm)
+    ctx, dt = precision_context(None, f, g, a, b, cost, epsilon)
+    with ctx:
+        f, g, a, b, cost = (jnp.asarray(x, dtype=dt) for x in (f, g, a, b, cost))
+        eps = jnp.asarray(epsilon, dtype=dt)
+        p = _plan(f, g, cost, eps)
+        return _norm(p.sum(axis=1) - a, norm) + _norm(p.sum(axis=0) - b, norm)
 
 
 # --------------------------------------------------------------------------- validation at the boundary

@@ -166,3 +166,19 @@ def test_plan_and_apply():
     v = np.arange(20.0)
     np.testing.assert_allclose(res.apply(v), P @ v, rtol=1e-12)
     np.testing.assert_allclose(res.apply(np.arange(30.0), axis=0), P.T @ np.arange(30.0), rtol=1e-12)
+
+
+def test_public_marginal_error_matches_solver_without_x64():
+    assert not jax.config.jax_enable_x64
+    a, b, C = point_clouds(60, 50, weights=True, seed=3)
+    eps = 1e-2
+    for res in (tr.sinkhorn(a, b, C, eps, tol=1e-9), tr.sns(a, b, C, eps, tol=1e-9)):
+        assert res.f.dtype == jnp.float64
+        err = tr.marginal_error(res.f, res.g, a, b, C, eps)
+        assert err.dtype == jnp.float64
+        ref = float(res.marginal_error)
+        assert abs(float(err) - ref) <= 1e-12 * max(ref, 1e-12) + 1e-18
+        # and equal to the independent numpy float64 computation
+        P = plan_np(res)
+        exact = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
+        assert abs(float(err) - exact) <= 1e-6 * exact + 1e-15
