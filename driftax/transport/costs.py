@@ -11,13 +11,16 @@ Costs provided (``p`` is the exponent, ``|.|_q`` the ground norm):
 * ``l1`` / ``cityblock``: ``c(x, y) = |x - y|_1``;
 * ``pnorm``: ``c(x, y) = |x - y|_q^p`` (general p-costs, e.g. ``p = 1, q = 2`` is the Euclidean cost).
 
-Every function takes an optional ``dtype`` (for example ``jnp.float64``; float64 arrays need
-``jax_enable_x64`` or the :func:`jax.enable_x64` context, otherwise JAX silently keeps float32) and an
+Every function takes an optional ``dtype`` (for example ``jnp.float64``; a float64 request is honoured even
+where the global ``jax_enable_x64`` flag is off: the function then computes inside :func:`jax.enable_x64`, like
+the solvers, and returns a float64 array) and an
 optional ``rescale`` (``None``, ``"max"``, ``"mean"``, ``"median"`` or a positive number) that divides the
 matrix by that statistic, so that an absolute ``epsilon`` means the same on every problem.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Any
 
 import jax
@@ -35,6 +38,19 @@ __all__ = [
     "rescale_cost",
     "COSTS",
 ]
+
+
+def _honour_dtype(fn):
+    """Run ``fn`` inside :func:`jax.enable_x64` when its ``dtype`` keyword asks for float64 and x64 is off."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, dtype=None, **kwargs):
+        f64 = dtype is not None and jnp.dtype(dtype) == jnp.dtype(jnp.float64)
+        ctx = jax.enable_x64(True) if f64 and not jax.config.jax_enable_x64 else contextlib.nullcontext()
+        with ctx:
+            return fn(*args, dtype=dtype, **kwargs)
+
+    return wrapper
 
 
 def _as_points(x: Any, name: str, dtype) -> jax.Array:
@@ -75,6 +91,7 @@ def rescale_cost(cost: jax.Array, rescale: str | float | None) -> jax.Array:
     return cost / rescale
 
 
+@_honour_dtype
 def sqeuclidean(x, y=None, *, rescale=None, dtype=None) -> jax.Array:
     """Squared Euclidean cost ``C[i, j] = |x_i - y_j|_2^2`` between point clouds ``x (n, d)``, ``y (m, d)``.
 
@@ -94,6 +111,7 @@ def sqeuclidean(x, y=None, *, rescale=None, dtype=None) -> jax.Array:
     return rescale_cost(c, rescale)
 
 
+@_honour_dtype
 def pnorm(x, y=None, *, p: float = 2.0, q: float = 2.0, rescale=None, dtype=None) -> jax.Array:
     """General p-cost ``C[i, j] = |x_i - y_j|_q^p`` (``q`` may be ``inf``).
 
@@ -118,11 +136,13 @@ def pnorm(x, y=None, *, p: float = 2.0, q: float = 2.0, rescale=None, dtype=None
     return rescale_cost(c, rescale)
 
 
+@_honour_dtype
 def euclidean(x, y=None, *, rescale=None, dtype=None) -> jax.Array:
     """Euclidean cost ``C[i, j] = |x_i - y_j|_2``."""
     return pnorm(x, y, p=1.0, q=2.0, rescale=rescale, dtype=dtype)
 
 
+@_honour_dtype
 def l1(x, y=None, *, rescale=None, dtype=None) -> jax.Array:
     """L1 (cityblock) cost ``C[i, j] = |x_i - y_j|_1``."""
     return pnorm(x, y, p=1.0, q=1.0, rescale=rescale, dtype=dtype)
@@ -137,6 +157,7 @@ COSTS = {
 }
 
 
+@_honour_dtype
 def pairwise(x, y=None, cost: str = "sqeuclidean", *, p: float | None = None, rescale=None, dtype=None):
     """Cost matrix by name: ``"sqeuclidean"``, ``"euclidean"``/``"l2"``, ``"l1"``/``"cityblock"``, or ``"pnorm"``.
 
@@ -149,6 +170,7 @@ def pairwise(x, y=None, cost: str = "sqeuclidean", *, p: float | None = None, re
     return COSTS[cost](x, y, rescale=rescale, dtype=dtype)
 
 
+@_honour_dtype
 def grid_points(shape: tuple[int, ...], *, normalize: bool = True, dtype=None) -> jax.Array:
     """Coordinates of the cells of a regular grid of ``shape`` (row-major, matching ``image.ravel()``).
 
@@ -168,6 +190,7 @@ def grid_points(shape: tuple[int, ...], *, normalize: bool = True, dtype=None) -
     return jnp.asarray(grid, dtype=dtype)
 
 
+@_honour_dtype
 def grid_cost(shape: tuple[int, ...], cost: str = "sqeuclidean", *, p: float | None = None,
               normalize: bool = True, rescale=None, dtype=None) -> jax.Array:
     """Ground cost between the cells of a grid (e.g. ``(28, 28)`` images flattened row-major).

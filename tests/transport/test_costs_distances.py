@@ -73,3 +73,20 @@ def test_sinkhorn_distance_errors():
     with pytest.raises(ValueError, match="did not converge"):
         tr.sinkhorn_distance(np.random.default_rng(0).random((40, 2)), np.random.default_rng(1).random((40, 2)),
                              1e-4, max_iter=5)
+
+
+@pytest.mark.parametrize("name", ["sqeuclidean", "euclidean", "l1"])
+def test_float64_request_honoured_without_x64(pts, name):
+    import jax
+    import jax.numpy as jnp
+
+    assert not jax.config.jax_enable_x64  # the global flag stays off: the request alone must give float64
+    x, y = pts
+    c = getattr(costs, name)(x, y, dtype=jnp.float64)
+    assert c.dtype == jnp.float64
+    metric = {"sqeuclidean": "sqeuclidean", "euclidean": "euclidean", "l1": "cityblock"}[name]
+    np.testing.assert_allclose(np.asarray(c), cdist(x, y, metric), rtol=1e-12, atol=1e-13)
+    assert costs.pairwise(x, y, name, dtype=jnp.float64, rescale="max").dtype == jnp.float64
+    g = costs.grid_cost((3, 4), name, dtype=jnp.float64)
+    assert g.dtype == jnp.float64 and costs.grid_points((3, 4), dtype=jnp.float64).dtype == jnp.float64
+    assert costs.sqeuclidean(x, y).dtype == jnp.float32  # no request: the global policy
