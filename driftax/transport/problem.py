@@ -247,7 +247,11 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
                 raise ValueError(f"{name} must have positive total mass, got {x.sum():.3e}")
         sa, sb = float(np.sum(np.asarray(a_arr, np.float64))), float(np.sum(np.asarray(b_arr, np.float64)))
         gap = abs(sa - sb)
-        slack = max(0.5 * float(tol_arr), 100 * float(jnp.finfo(dtype).eps) * max(sa, sb))
+        # rounding slack only, independent of tol: 1e-9 relative, or a few hundred ulp of the coarsest dtype
+        # among the inputs and the computation (float32 weights cast to float64 keep their float32 rounding)
+        ulp = max([float(jnp.finfo(dtype).eps)] + [float(jnp.finfo(x.dtype).eps) for x in (a, b)
+                                                   if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)])
+        slack = max(1e-9, 200 * ulp) * max(sa, sb)
         if gap > slack:
             raise ValueError(
                 f"a and b must have the same total mass (balanced OT): a sums to {sa:.12g} and b to {sb:.12g}, "
@@ -263,7 +267,12 @@ def check_int(x, name: str, minimum: int = 0) -> int:
     return int(x)
 
 
-def check_init(init, n: int, m: int, dtype):
+def check_init(init, n: int, m: int, dtype, a=None, b=None):
+    """Warm start ``(f0, g0)``: finite where the weight is positive (``a``/``b``; everywhere when not given).
+
+    Where a weight is zero the potential may be ``-inf`` (as solvers return it), so that ``init=(r.f, r.g)``
+    restarts from a previous result; ``NaN`` and ``+inf`` are rejected everywhere.
+    """
     if init is None:
         return jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
@@ -273,8 +282,13 @@ def check_init(init, n: int, m: int, dtype):
     if f0.shape != (n,) or g0.shape != (m,):
         raise ValueError(f"init potentials must have shapes ({n},) and ({m},), got {f0.shape} and {g0.shape}")
     if not _any_tracer(*init):
-        if not (np.all(np.isfinite(np.asarray(f0))) and np.all(np.isfinite(np.asarray(g0)))):
-            raise ValueError("init potentials must be finite")
+        for x, w, name, wname in ((f0, a, "f", "a"), (g0, b, "g", "b")):
+            x = np.asarray(x)
+            pos = np.ones(x.shape, bool) if w is None or _is_tracer(w) else np.asarray(w) > 0
+            bad = (pos & ~np.isfinite(x)) | np.isnan(x) | (x == np.inf)
+            if np.any(bad):
+                raise ValueError(f"init potentials must be finite where the weights are positive (-inf is allowed "
+                                 f"where {wname} = 0): init {name} has {int(bad.sum())} bad entries")
     return f0, g0
 
 

@@ -151,7 +151,7 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
     with ctx:
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype)
+        f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype, a_, b_)
         qf = jnp.asarray(epsilon_scaling if scaling else 1.0, c_.dtype)
         return solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling)
 
@@ -185,7 +185,8 @@ def sinkhorn_distance(x, y, epsilon: float | None = None, *, a=None, b=None, cos
 
     ``epsilon=None`` uses ``0.05 * mean(C)``. ``a``/``b`` are optional sample weights (normalised here).
     ``method`` is ``"sinkhorn"`` or ``"sns"``; extra keyword arguments go to the solver. Returns a scalar.
-    Raises ``ValueError`` if a solve does not converge (a distance is never silently wrong).
+    Raises ``ValueError`` if a solve does not converge (a distance is never silently wrong); under
+    ``jit``/``vmap`` (traced inputs, no exception possible) an unconverged solve gives ``NaN`` instead.
     """
     from driftax.transport.sns import sns  # local import: sns imports this module
 
@@ -212,12 +213,20 @@ def sinkhorn_distance(x, y, epsilon: float | None = None, *, a=None, b=None, cos
         res = solver(wx, wy, cxy, epsilon, **kw)
         _check_converged(res, "x, y")
         if not debiased:
-            return res.transport_cost
+            return _nan_unless_converged(res.transport_cost, res)
         rxx, _ = _ot(x, x, wx, wx, cost, epsilon, solver, kw)
         ryy, _ = _ot(y, y, wy, wy, cost, epsilon, solver, kw)
         _check_converged(rxx, "x, x")
         _check_converged(ryy, "y, y")
-        return _debias(res, rxx, ryy)
+        return _nan_unless_converged(_debias(res, rxx, ryy), res, rxx, ryy)
+
+
+def _nan_unless_converged(value, *results):
+    """Traced results cannot raise: the value becomes NaN where a solve did not converge."""
+    if not any(isinstance(r.converged, jax.core.Tracer) for r in results):
+        return value
+    ok = functools.reduce(jnp.logical_and, [r.converged for r in results])
+    return jnp.where(ok, value, jnp.asarray(jnp.nan, value.dtype))
 
 
 def _debias(rxy, rxx, ryy):

@@ -377,7 +377,7 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 20, densit
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
         n, m = c_.shape
-        f0, g0 = check_init(init, n, m, c_.dtype)
+        f0, g0 = check_init(init, n, m, c_.dtype, a_, b_)
         traced = any(isinstance(x, jax.core.Tracer) for x in (a_, b_, c_, eps))
         if density is not None:
             k = max(1, min(m, math.ceil(density * m)))

@@ -90,3 +90,19 @@ def test_float64_request_honoured_without_x64(pts, name):
     g = costs.grid_cost((3, 4), name, dtype=jnp.float64)
     assert g.dtype == jnp.float64 and costs.grid_points((3, 4), dtype=jnp.float64).dtype == jnp.float64
     assert costs.sqeuclidean(x, y).dtype == jnp.float32  # no request: the global policy
+
+
+@pytest.mark.parametrize("debiased", [False, True])
+def test_distance_under_jit_is_nan_when_unconverged(pts, debiased):
+    import jax
+
+    x, y = pts
+    with jax.enable_x64(True):
+        fn = jax.jit(lambda x, y: tr.sinkhorn_distance(x, y, 1e-3, max_iter=5, tol=1e-8, debiased=debiased))
+        assert np.isnan(float(fn(x, y)))
+        with pytest.raises(ValueError, match="did not converge"):
+            tr.sinkhorn_distance(x, y, 1e-3, max_iter=5, tol=1e-8, debiased=debiased)
+        # converged under jit: the value, equal to the eager one
+        ok = jax.jit(lambda x, y: tr.sinkhorn_distance(x, y, 1.0, tol=1e-8, debiased=debiased))(x, y)
+        ref = tr.sinkhorn_distance(x, y, 1.0, tol=1e-8, debiased=debiased)
+        assert np.isfinite(float(ok)) and float(ok) == pytest.approx(float(ref), rel=1e-9)

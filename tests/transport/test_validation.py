@@ -82,3 +82,41 @@ def test_none_weights_are_uniform():
     r1 = tr.sinkhorn(None, None, C, 0.1, tol=1e-10)
     r2 = tr.sinkhorn(a, b, C, 0.1, tol=1e-10)
     assert float(r1.reg_cost) == pytest.approx(float(r2.reg_cost), rel=1e-12)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("tol", [1.0, 1e-8])
+def test_mass_slack_does_not_scale_with_tol(solver, tol):
+    # a 0.1% mismatch is an input error whatever the stopping tolerance (tol=1.0 used to accept 50%)
+    with pytest.raises(ValueError, match=r"a and b must have the same total mass.*differ by 1\.000e-03"):
+        solver(a, b * 1.001, C, 0.1, tol=tol)
+    with pytest.raises(ValueError, match=r"a and b must have the same total mass.*differ by 4\.000e-01"):
+        solver(a, b * 1.4, C, 0.1, tol=tol)
+    # rounding-level differences are accepted
+    res = solver(a, b * (1 + 1e-12), C, 0.1, tol=tol)
+    assert np.isfinite(float(res.transport_cost))
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_warm_start_from_result_with_zero_weights(solver):
+    a0, b0 = a.copy(), b.copy()
+    a0[[1, 4]] = 0.0
+    b0[3] = 0.0
+    a0, b0 = a0 / a0.sum(), b0 / b0.sum()
+    r = solver(a0, b0, C, 0.05, tol=1e-10)
+    assert bool(r.converged)
+    assert np.isneginf(np.asarray(r.f)[[1, 4]]).all() and np.isneginf(np.asarray(r.g)[3])
+    r2 = solver(a0, b0, C, 0.05, tol=1e-10, init=(r.f, r.g))
+    assert bool(r2.converged) and float(r2.marginal_error) <= 1e-10
+    np.testing.assert_allclose(float(r2.transport_cost), float(r.transport_cost), rtol=1e-9)
+    P = np.asarray(r2.plan())
+    assert (P[[1, 4]] == 0).all() and (P[:, 3] == 0).all()
+    # -inf only where the weight is zero; NaN never
+    f_bad = np.array(r.f)
+    f_bad[0] = -np.inf
+    with pytest.raises(ValueError, match=r"init potentials must be finite where the weights are positive.*init f"):
+        solver(a0, b0, C, 0.05, init=(f_bad, r.g))
+    g_bad = np.array(r.g)
+    g_bad[3] = np.nan
+    with pytest.raises(ValueError, match=r"init g has 1 bad"):
+        solver(a0, b0, C, 0.05, init=(r.f, g_bad))
