@@ -182,3 +182,23 @@ def test_public_marginal_error_matches_solver_without_x64():
         P = plan_np(res)
         exact = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
         assert abs(float(err) - exact) <= 1e-6 * exact + 1e-15
+
+
+@pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float32, 3e-6), (jnp.float64, 1e-12)])
+def test_stops_early_only_when_full_check_passes(dtype, tol):
+    # the sweeps used to stop on the row error alone while the final check adds the column error (exact only
+    # up to rounding): e.g. float32, tol 1e-5 stopped after 89 sweeps with a full error of 1.007e-5, unconverged
+    import warnings
+
+    max_iter = 5000
+    for seed in range(6):
+        a, b, C = point_clouds(30, 20, weights=True, seed=seed)
+        for eps in (0.1, 0.02):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # float32 with a small tol
+                res = tr.sinkhorn(a, b, C, eps, tol=tol, max_iter=max_iter, dtype=dtype)
+            assert int(res.iterations) < max_iter
+            assert bool(res.converged), (seed, eps, int(res.iterations), float(res.marginal_error))
+            assert float(res.marginal_error) <= tol
+            P = plan_np(res)
+            assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 2 * tol
