@@ -476,7 +476,8 @@ def plot(rows, outdir: Path):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--quick", action="store_true", help="n = 500 (and the 784-pixel images) only, short caps")
+    ap.add_argument("--quick", action="store_true", help="n = 500 (and the 784-pixel images) only, short caps, "
+                    "without pot_sinkhorn_log and regot_sparse_newton")
     ap.add_argument("--json", type=Path, default=None, help="write the rows to this JSON file")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out", help="folder for PNG plots")
     ap.add_argument("--cap", type=float, default=None, help="seconds cap per slow solver run")

@@ -8,9 +8,10 @@ kernel ``exp(-C / eps)`` (which underflows at small ``eps``)::
 
 After each ``g`` update the column marginal is exact, and the row marginal ``r_i = exp(f_i/eps + LSE_j(...))``
 comes for free from the next ``f`` update, so the stopping rule ``|P 1 - a| + |P^T 1 - b| <= tol`` is checked
-on every iteration at no extra cost; the error reported in :class:`OTResult` is recomputed from the final
-potentials. With ``epsilon_scaling=q`` the regularisation follows ``eps_t = max(eps, eps_0 q^t)`` with
-``eps_0 = max |C|`` (a warm start through a decreasing epsilon schedule, Kosowsky & Yuille 1994; Schmitzer 2019).
+on every iteration at no extra cost. When it passes, the full error (both marginals, from the plan, as in the final
+check) is recomputed once, and the sweeps resume if rounding in the column marginal keeps it above ``tol``; the
+error reported in :class:`OTResult` is that of the final potentials. With ``epsilon_scaling=q`` the
+regularisation follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (a warm start through a decreasing epsilon schedule, Kosowsky & Yuille 1994; Schmitzer 2019).
 
 Everything is a single ``lax.while_loop``; :func:`sinkhorn` is ``jit``-able and ``vmap``-able over a batch
 of problems (``jax.vmap(lambda a, b, C: sinkhorn(a, b, C, eps))``).
