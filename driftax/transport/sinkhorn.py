@@ -11,9 +11,11 @@ comes for free from the next ``f`` update, so the stopping rule ``|P 1 - a| + |P
 on every iteration at no extra cost. When it passes, the full error (both marginals, from the plan, as in the final
 check) is recomputed once, and the sweeps resume if rounding in the column marginal keeps it above ``tol``; the
 error reported in :class:`OTResult` is that of the final potentials. With ``epsilon_scaling=q`` the
-regularisation follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (a warm start through a decreasing epsilon schedule, Kosowsky & Yuille 1994; Schmitzer 2019).
+regularisation follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (a warm start through a
+decreasing epsilon schedule, Kosowsky & Yuille 1994; Schmitzer 2019).
 
-Everything is a single ``lax.while_loop``; :func:`sinkhorn` is ``jit``-able and ``vmap``-able over a batch
+Everything is ``lax.while_loop`` (the sweeps nested in the recheck loop); :func:`sinkhorn` is ``jit``-able and
+``vmap``-able over a batch
 of problems (``jax.vmap(lambda a, b, C: sinkhorn(a, b, C, eps))``).
 """
 from __future__ import annotations
