@@ -70,14 +70,15 @@ def test_demo(tmp_path):
 
 
 def _digit(rng, size=28):
-    yy, xx = np.mgrid[0:size, 0:size].astype(float)
-    img = np.zeros((size, size))
-    for _ in range(rng.integers(1, 4)):
-        p = rng.uniform(5, size - 5, size=(3, 2))
-        for t in np.linspace(0, 1, 40):
-            q = (1 - t) ** 2 * p[0] + 2 * t * (1 - t) * p[1] + t**2 * p[2]
-            img += np.exp(-((xx - q[0]) ** 2 + (yy - q[1]) ** 2) / (2 * 1.3**2))
-    return img / img.max() + 1e-4
+    """The benchmark's synthetic digit-like image (one generator for both)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_ot.py"
+    spec = importlib.util.spec_from_file_location("bench_ot_images", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    return bench._digit(rng, size)
 
 
 def test_documented_l1_histogram_example_converges(tmp_path, capsys):
