@@ -87,10 +87,18 @@ def window_adaptation(target_acceptance: float, dim: int, mass_matrix: str | Non
 
     def da_update(da, acceptance):
         return fix(_da_update(da, acceptance))
+
     dense = mass_matrix == "dense"
 
     def psum(x):
         return lax.psum(x, axis_name) if axis_name is not None else x
+
+    def num_chains(local):
+        # static: chains per shard times shards, no collective in the loop
+        return jnp.asarray(local * (lax.axis_size(axis_name) if axis_name is not None else 1), dtype)
+
+    def averaged_step_size(state: AdaptationState):
+        return jnp.exp(state.da.log_step_size_avg) if adapt_step_size else state.step_size
 
     def init(step_size, inverse_mass_matrix) -> AdaptationState:
         m2 = jnp.zeros((dim, dim) if dense else (dim,), dtype)
@@ -99,7 +107,7 @@ def window_adaptation(target_acceptance: float, dim: int, mass_matrix: str | Non
 
     def welford(state: AdaptationState, x):
         x = x.astype(dtype)
-        n_b = psum(jnp.asarray(x.shape[0], dtype))
+        n_b = num_chains(x.shape[0])
         mean_b = psum(x.sum(0)) / n_b
         dx = x - mean_b
         m2_b = psum(dx.T @ dx) if dense else psum(jnp.sum(dx * dx, 0))
@@ -117,14 +125,13 @@ def window_adaptation(target_acceptance: float, dim: int, mass_matrix: str | Non
         shrink = 1e-3 * 5 / (n + 5)
         imm = cov * n / (n + 5) + (shrink * jnp.eye(dim, dtype=dtype) if dense else shrink)
         # Stan restarts dual averaging from the window's averaged step size.
-        step_size = jnp.exp(state.da.log_step_size_avg) if adapt_step_size else state.step_size
-        return AdaptationState(da_init(step_size), jnp.zeros(()), jnp.zeros_like(state.mean),
+        step_size = averaged_step_size(state)
+        return AdaptationState(da_init(step_size), jnp.zeros((), dtype), jnp.zeros_like(state.mean),
                                jnp.zeros_like(state.m2), step_size, imm)
 
     def update(state: AdaptationState, stage, window_end, positions, acceptance) -> AdaptationState:
         if adapt_step_size:
-            n_chains = psum(jnp.asarray(acceptance.shape[0], dtype))
-            mean_acc = psum(acceptance.astype(dtype).sum()) / n_chains
+            mean_acc = psum(acceptance.astype(dtype).sum()) / num_chains(acceptance.shape[0])
             da = da_update(state.da, mean_acc)
             adapted = state._replace(da=da, step_size=jnp.exp(da.log_step_size))
             state = jax.tree.map(lambda a, b: jnp.where(stage == OFF, a, b), state, adapted)
@@ -134,7 +141,6 @@ def window_adaptation(target_acceptance: float, dim: int, mass_matrix: str | Non
         return state
 
     def final(state: AdaptationState):
-        step_size = jnp.exp(state.da.log_step_size_avg) if adapt_step_size else state.step_size
-        return step_size, state.inverse_mass_matrix
+        return averaged_step_size(state), state.inverse_mass_matrix
 
     return init, update, final
