@@ -14,9 +14,9 @@ transition densities cancel to
 .. math::  \log\alpha = \log p(x') - \log p(x) - \tfrac{h}{4}\, s^\top A s - \sqrt{h/2}\; s^\top\eta,
 
 so no inverse of :math:`A` is ever formed. The state carries the log-density and its gradient,
-so each step costs one ``value_and_grad``. One call to the random generator per step draws
-``dim + 1`` normals; the last one becomes the acceptance uniform through :math:`\Phi`
-(:math:`\log u = \log\Phi(z)` is exactly ``log U(0,1)``), saving a key split and a second call.
+so each step costs one ``value_and_grad``. A step consumes ``dim + 1`` standard normals; the
+last becomes the acceptance uniform through :math:`\Phi` (:math:`\log u = \log\Phi(z)` is exactly
+``log U(0,1)``), so the whole step is a deterministic map of one noise vector.
 
 A proposal whose log-density or gradient is not finite is rejected and flagged ``diverging``:
 a NaN can never enter the chain.
@@ -75,8 +75,7 @@ def _sqrt_and_apply(inverse_mass_matrix):
     if imm.ndim == 1:
         sqrt = jnp.sqrt(imm)
         return (lambda v: sqrt * v), (lambda v: imm * v)
-    chol = jnp.linalg.cholesky(imm)
-    return (lambda v: chol @ v), (lambda v: imm @ v)
+    return _sqrt_and_apply((imm, jnp.linalg.cholesky(imm)))
 
 
 def step(
