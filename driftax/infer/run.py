@@ -28,6 +28,7 @@ from jax import lax
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from driftax._checks import check_int, check_real
 from driftax.infer import adaptation, diagnostics, methods
 from driftax.models.base import Target
 from driftax.samplers import rng as fast_rng
@@ -43,14 +44,6 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 # --- validation ---------------------------------------------------------------------------------
-def _check_int(name, value, minimum):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _key_from_seed(seed):
     """A typed PRNG key from an integer seed, a typed key, or a legacy ``uint32[2]`` key."""
     if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
@@ -62,18 +55,6 @@ def _key_from_seed(seed):
     if isinstance(seed, (jax.Array, np.ndarray)) and seed.dtype == np.uint32 and seed.shape == (2,):
         return jax.random.wrap_key_data(jnp.asarray(seed))  # jax.random.PRNGKey(...) style
     raise TypeError(f"seed must be an integer or a single jax.random key, got {type(seed).__name__}")
-
-
-def _check_positive(name, value):
-    if isinstance(value, bool):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a positive number, got {value!r}") from None
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be positive and finite, got {value!r}")
-    return v
 
 
 def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
@@ -194,12 +175,14 @@ def sample(
             f"target must be a driftax.models.Target, got {type(target).__name__}; wrap a log-density "
             "with driftax.models.Target(logdensity_fn, dim)")
     method = methods.get(method)
-    num_chains = _check_int("num_chains", num_chains, 1)
-    num_samples = _check_int("num_samples", num_samples, 1)
-    num_warmup = _check_int("num_warmup", num_warmup, 0)
-    thinning = _check_int("thinning", thinning, 1)
-    unroll = _check_int("unroll", unroll, 1)
-    step_size = _check_positive("step_size", method.default_step_size if step_size is None else step_size)
+    num_chains = check_int("num_chains", num_chains, 1)
+    num_samples = check_int("num_samples", num_samples, 1)
+    num_warmup = check_int("num_warmup", num_warmup, 0)
+    thinning = check_int("thinning", thinning, 1)
+    unroll = check_int("unroll", unroll, 1)
+    if step_size is None:
+        step_size = method.default_step_size
+    step_size = check_real("step_size", step_size, positive=True)
     if mass_matrix not in ("diag", "dense", None):
         raise ValueError(f"mass_matrix must be 'diag', 'dense' or None, got {mass_matrix!r}")
     if target_acceptance is None:
@@ -214,7 +197,7 @@ def sample(
         if not 0 < target_acceptance < 1:
             raise ValueError(f"target_acceptance must lie in (0, 1), got {target_acceptance!r}")
     if chunk_size is not None:
-        chunk_size = _check_int("chunk_size", chunk_size, 1)
+        chunk_size = check_int("chunk_size", chunk_size, 1)
     if not isinstance(adapt_step_size, (bool, np.bool_)):
         raise TypeError(f"adapt_step_size must be True or False, got {adapt_step_size!r}")
     key = _key_from_seed(seed)

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import math
-import numbers
 from pathlib import Path
 from typing import Callable
 
@@ -37,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from driftax._checks import check_int, check_real
 from driftax.models.base import Target
 
 __all__ = [
@@ -62,36 +62,15 @@ _DATA_DIR = Path(__file__).resolve().parent / "data"
 # --------------------------------------------------------------------------------------------
 # input validation
 # --------------------------------------------------------------------------------------------
-def _int_arg(name: str, value, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an integer, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _float_arg(name: str, value, *, positive: bool = False, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__} {value!r}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if positive and value <= 0:
-        raise ValueError(f"{name} must be > 0, got {value}")
-    if nonnegative and value < 0:
-        raise ValueError(f"{name} must be >= 0, got {value}")
-    return value
-
-
 def _seed_arg(seed) -> int:
-    return _int_arg("seed", seed, minimum=0)
+    return check_int("seed", seed, minimum=0)
 
 
 def _sampler(draw: Callable[[jax.Array, int], jax.Array], dim: int):
     """Wrap ``draw(key, n)`` with argument checks; the result is ``(n, dim)`` float32."""
 
     def sample(key, n):
-        n = _int_arg("n", n, minimum=1)
+        n = check_int("n", n, minimum=1)
         out = draw(key, n)
         assert out.shape == (n, dim)
         return out
@@ -177,8 +156,8 @@ def ill_conditioned_gaussian(
     ``1/κ`` (so the widest direction has unit variance), and ``Q`` a Haar-random rotation drawn from
     ``seed`` (the identity when ``rotate=False``: an axis-aligned ill-conditioned target).
     """
-    dim = _int_arg("dim", dim)
-    kappa = _float_arg("condition_number", condition_number, positive=True)
+    dim = check_int("dim", dim)
+    kappa = check_real("condition_number", condition_number, positive=True)
     if kappa < 1:
         raise ValueError(f"condition_number must be >= 1, got {kappa}")
     seed = _seed_arg(seed)
@@ -201,11 +180,11 @@ def correlated_gaussian(dim: int = 10, rho: float | None = None, *, seed: int | 
     ``S = G Gᵀ / (2d) + 0.05 I`` with ``G`` a ``(d, 2d)`` standard normal matrix, rescaled to unit
     diagonal (condition numbers of a few tens). Pass one of ``rho`` and ``seed``, not both.
     """
-    dim = _int_arg("dim", dim)
+    dim = check_int("dim", dim)
     if rho is not None and seed is not None:
         raise ValueError("pass either rho or seed to correlated_gaussian, not both")
     if rho is not None:
-        rho = _float_arg("rho", rho)
+        rho = check_real("rho", rho)
         low = -1.0 / (dim - 1) if dim > 1 else -math.inf
         if not (low < rho < 1.0):
             raise ValueError(f"rho must lie in ({low:.4g}, 1) for dim={dim}, got {rho}")
@@ -238,9 +217,9 @@ def banana(dim: int = 2, b: float = 0.1, sigma: float = 10.0) -> Target:
     -b E[x_1³] = 0``, ``Var(x_2) = 1 + b² Var(x_1²)``); ``log_Z = 0``. Haario's "moderately" and
     "strongly" twisted settings are ``b = 0.03`` and ``b = 0.1`` with ``σ = 10``.
     """
-    dim = _int_arg("dim", dim, minimum=2)
-    b = _float_arg("b", b)
-    sigma = _float_arg("sigma", sigma, positive=True)
+    dim = check_int("dim", dim, minimum=2)
+    b = check_real("b", b)
+    sigma = check_real("sigma", sigma, positive=True)
     s2 = sigma * sigma
     const = -0.5 * dim * _LOG_2PI - math.log(sigma)
 
@@ -274,8 +253,8 @@ def neals_funnel(dim: int = 10, scale: float = 3.0) -> Target:
     cross-covariances vanish by symmetry); ``log_Z = 0``. The default ``d = 10, s = 3`` is the
     funnel of the PIS/DIS benchmarks.
     """
-    dim = _int_arg("dim", dim, minimum=2)
-    scale = _float_arg("scale", scale, positive=True)
+    dim = check_int("dim", dim, minimum=2)
+    scale = check_real("scale", scale, positive=True)
     const = -0.5 * _LOG_2PI - math.log(scale) - 0.5 * (dim - 1) * _LOG_2PI
 
     def logdensity_fn(x):
@@ -334,8 +313,8 @@ def gmm9(spacing: float = 5.0, variance: float = 0.3) -> Target:
     Berner, ICLR 2024): ``s = 5``, ``v = 0.3``. Ground truth: ``E[x] = 0``,
     ``Cov[x] = (v + 2s²/3) I``, ``log_Z = 0``. ``init_fn`` is uniform on ``[-1.5s, 1.5s]²``.
     """
-    spacing = _float_arg("spacing", spacing, positive=True)
-    variance = _float_arg("variance", variance, positive=True)
+    spacing = check_real("spacing", spacing, positive=True)
+    variance = check_real("variance", variance, positive=True)
     grid = np.array([-spacing, 0.0, spacing])
     means = np.stack(np.meshgrid(grid, grid, indexing="ij"), axis=-1).reshape(9, 2)
     return _isotropic_mixture(means, variance, "gmm9", 1.5 * spacing)
@@ -353,10 +332,10 @@ def mog40(dim: int = 2, *, num_modes: int = 40, loc_scaling: float = 40.0,
     Ground truth: mean and covariance of the mixture, ``log_Z = 0``, exact draws. ``init_fn`` is
     uniform on the box, so chains start spread over the modes.
     """
-    dim = _int_arg("dim", dim)
-    num_modes = _int_arg("num_modes", num_modes)
-    loc_scaling = _float_arg("loc_scaling", loc_scaling, positive=True)
-    variance = _float_arg("variance", variance, positive=True)
+    dim = check_int("dim", dim)
+    num_modes = check_int("num_modes", num_modes)
+    loc_scaling = check_real("loc_scaling", loc_scaling, positive=True)
+    variance = check_real("variance", variance, positive=True)
     seed = _seed_arg(seed)
     rng = np.random.default_rng(seed)
     means = rng.uniform(-loc_scaling, loc_scaling, size=(num_modes, dim))
@@ -415,11 +394,11 @@ def double_well(dim: int = 5, m: int | None = None, delta: float = 4.0) -> Targe
     covariance (the 1-d factor's second moment on the first ``m`` axes, 1 elsewhere), all from
     float64 quadrature; exact draws by inverse CDF of the 1-d factor. ``m`` defaults to ``dim``.
     """
-    dim = _int_arg("dim", dim)
-    m = dim if m is None else _int_arg("m", m)
+    dim = check_int("dim", dim)
+    m = dim if m is None else check_int("m", m)
     if m > dim:
         raise ValueError(f"m must be <= dim={dim}, got m={m}")
-    delta = _float_arg("delta", delta)
+    delta = check_real("delta", delta)
     r = _quartic_range(delta)
     factor = _Factor1D(lambda s: -(s * s - delta) ** 2, -r, r)
     log_Z = m * factor.log_Z + 0.5 * (dim - m) * _LOG_2PI
@@ -455,7 +434,7 @@ def many_well(dim: int = 32) -> Target:
     d = 32), the mean and the diagonal covariance from float64 quadrature of the 1-d factor, exact
     draws by its inverse CDF.
     """
-    dim = _int_arg("dim", dim, minimum=2)
+    dim = check_int("dim", dim, minimum=2)
     if dim % 2:
         raise ValueError(f"dim must be even for many_well (pairs of coordinates), got {dim}")
     k = dim // 2
@@ -519,7 +498,7 @@ def logistic_regression(dataset="breast_cancer", prior_scale: float = 1.0) -> Ta
     ``dataset`` is a name in `DATASETS` (``"breast_cancer"``, shipped in ``driftax/models/data``)
     or a pair ``(X, y)`` of arrays. ``constrain`` returns ``{"intercept": β_0, "beta": β_{1:}}``.
     """
-    prior_scale = _float_arg("prior_scale", prior_scale, positive=True)
+    prior_scale = check_real("prior_scale", prior_scale, positive=True)
     if isinstance(dataset, str):
         if dataset not in DATASETS:
             raise ValueError(f"dataset must be one of {sorted(DATASETS)} or a pair (X, y), got {dataset!r}")
@@ -567,7 +546,7 @@ def _gaussian_entry(mean=None, cov=None, *, dim: int = 10) -> Target:
     if (mean is None) != (cov is None):
         raise ValueError("pass both mean and cov, or neither (standard normal of dimension dim)")
     if mean is None:
-        dim = _int_arg("dim", dim)
+        dim = check_int("dim", dim)
         return gaussian(np.zeros(dim), np.eye(dim), name=f"gaussian_{dim}d")
     return gaussian(mean, cov)
 
