@@ -10,9 +10,11 @@ the recomputed error meets the target (at most 4 tries; the reported run is the 
 
 Wall time excludes compilation: JAX solvers (driftax, OTT-JAX) are compiled ahead of time (``lower().compile()``)
 or called once before the timed call; compile seconds are reported apart. Slow solvers are capped in seconds
-(``--cap``): JAX Sinkhorn loops run in chunks of iterations from the previous potentials and stop at the cap;
-POT gets an iteration cap from a short timing probe. A capped run reports its seconds and final error and counts
-as not converged.
+(``--cap``): driftax's Sinkhorn runs in chunks of iterations from the previous potentials and stops at the cap;
+POT and OTT-JAX get an iteration cap from a short timing probe (OTT-JAX in one uninterrupted run, so Anderson
+acceleration keeps its memory). A capped run reports its seconds and final error and counts as not converged.
+Runs under a second are timed as the best of three, for every solver alike. SNS runs with its defaults on every
+problem.
 
 Problems: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
 eps in {1e-2, 2e-3, 5e-4}; (b) random assignment (Tang et al. 2024): C_ij ~ U[0,1], n = 500, eps = 1/1200;
@@ -45,6 +47,7 @@ TOL = 1e-8
 # POT runs with a tightened threshold. Not lowered in --quick mode: POT needs up to 4 tries (1.6e-10) to meet the
 # recomputed target and a try costs under a second, so fewer tries only marked converging runs unconverged.
 MAX_TRIES = 4
+REFERENCE_CAP = 20.0
 SINKHORN_FAMILY_PEERS = ("pot_sinkhorn", "pot_sinkhorn_log", "ott_sinkhorn", "ott_anderson")
 
 
@@ -96,6 +99,18 @@ def l1_error_from_potentials(f, g, C, eps, a, b):
 
 # --------------------------------------------------------------------------- solvers
 
+def _best_time(run, seconds, budget=1.0, reps=3):
+    """Wall time of a fast solve as the best of ``reps`` runs (the first already timed as ``seconds``): single
+    runs of 0.02-0.5 s vary by 30% on a shared machine. Applied alike to every solver; slow runs are kept."""
+    if seconds >= budget:
+        return seconds
+    for _ in range(reps - 1):
+        t0 = time.perf_counter()
+        run()
+        seconds = min(seconds, time.perf_counter() - t0)
+    return seconds
+
+
 def _row(iterations, seconds, err, compile_s=0.0, capped=False, **extra):
     return dict(iterations=int(iterations), seconds=float(seconds), marginal_error=float(err),
                 compile_seconds=float(compile_s), capped=bool(capped), converged=bool(err <= TOL), **extra)
@@ -128,10 +143,7 @@ def run_driftax_sinkhorn(p, cap):
 
 
 def run_driftax_sns(p, cap):
-    kw = dict(tol=TOL)
-    if p["problem"] == "images_l1":
-        # non-unique OT (L1 ground cost): a longer Sinkhorn warm start, as in Tang et al. (2024), who use 700
-        kw["warm_start"] = 200
+    kw = dict(tol=TOL)  # defaults on every problem
     t0 = time.perf_counter()
     res = tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)
     jax.block_until_ready(res)
@@ -140,6 +152,7 @@ def run_driftax_sns(p, cap):
     res = tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)
     jax.block_until_ready(res)
     secs = time.perf_counter() - t0
+    secs = _best_time(lambda: jax.block_until_ready(tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)), secs)
     err = l1_error_from_potentials(res.f, res.g, p["C"], p["epsilon"], p["a"], p["b"])
     nt = int(res.newton_iterations)
     return _row(res.iterations, secs, err, max(first - secs, 0.0), False, newton_iterations=nt,
@@ -179,6 +192,12 @@ def _run_pot(fn, p, cap):
         if err <= TOL or capped or not np.isfinite(err):
             break
         thr /= 4
+    if err <= TOL:
+        def again():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                fn(p["a"], p["b"], p["C"], p["epsilon"], numItermax=max_it, stopThr=thr, warn=False)
+        secs = _best_time(again, secs)
     return _row(its, secs, err, 0.0, capped or not err <= TOL, stop_threshold=thr)
 
 
@@ -193,46 +212,46 @@ def run_pot_sinkhorn_log(p, cap):
 
 
 def _run_ott(p, cap, anderson):
+    """One uninterrupted OTT-JAX run (restarting from the last potentials would reset Anderson's memory), its
+    iteration cap sized from a 100-iteration probe so that it stops near ``cap`` seconds."""
     from ott.geometry import geometry
     from ott.problems.linear import linear_problem
     from ott.solvers.linear import acceleration, sinkhorn
 
-    chunk = 1000
-    solver = sinkhorn.Sinkhorn(threshold=TOL, norm_error=1, max_iterations=chunk, inner_iterations=10,
-                               lse_mode=True,
-                               anderson=acceleration.AndersonAcceleration(memory=5) if anderson else None)
     eps = float(p["epsilon"])
-
-    def solve(C, a, b, f0, g0):
-        prob = linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b)
-        out = solver(prob, init=(f0, g0))
-        return out.f, out.g, out.n_iters, out.converged
-
     a, b, C = (jnp.asarray(p[k]) for k in ("a", "b", "C"))
-    f, g = jnp.zeros_like(a), jnp.zeros_like(b)
-    t0 = time.perf_counter()
-    compiled = jax.jit(solve).lower(C, a, b, f, g).compile()
-    compile_s = time.perf_counter() - t0
-    its, t_run, capped = 0, 0.0, False
-    while True:
+
+    def build(max_iterations):
+        solver = sinkhorn.Sinkhorn(threshold=TOL, norm_error=1, max_iterations=max_iterations, inner_iterations=10,
+                                   lse_mode=True,
+                                   anderson=acceleration.AndersonAcceleration(memory=5) if anderson else None)
+
+        def solve(C, a, b):
+            out = solver(linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b))
+            return out.f, out.g, out.n_iters, out.converged
+
         t0 = time.perf_counter()
-        f2, g2, n_it, conv = jax.block_until_ready(compiled(C, a, b, f, g))
-        t_run += time.perf_counter() - t0
-        its += int(n_it)
-        if not (np.all(np.isfinite(np.asarray(f2))) and np.all(np.isfinite(np.asarray(g2)))):
-            capped = True
-            f, g = f2, g2
-            break
-        f, g = f2, g2
-        if bool(conv):
-            break
-        if t_run > cap:
-            capped = True
-            break
+        compiled = jax.jit(solve).lower(C, a, b).compile()
+        return compiled, time.perf_counter() - t0
+
+    probe, _ = build(100)
+    jax.block_until_ready(probe(C, a, b))
+    t0 = time.perf_counter()
+    _, _, n_probe, _ = jax.block_until_ready(probe(C, a, b))
+    per_it = (time.perf_counter() - t0) / max(int(n_probe), 1)
+    max_it = int(min(200_000, max(1000, -(-cap / per_it // 10) * 10)))
+    compiled, compile_s = build(max_it)
+    t0 = time.perf_counter()
+    f, g, n_it, conv = jax.block_until_ready(compiled(C, a, b))
+    t_run = time.perf_counter() - t0
+    finite = bool(np.all(np.isfinite(np.asarray(f))) and np.all(np.isfinite(np.asarray(g))))
+    capped = (not bool(conv)) or not finite
+    if not capped:
+        t_run = _best_time(lambda: jax.block_until_ready(compiled(C, a, b)), t_run)
     err = l1_error_from_potentials(f, g, p["C"], eps, p["a"], p["b"])
     if not np.isfinite(err):
         err = float("nan")
-    return _row(its, t_run, err, compile_s, capped)
+    return _row(int(n_it), t_run, err, compile_s, capped)
 
 
 def run_ott_sinkhorn(p, cap):
@@ -262,6 +281,8 @@ def _run_regot(name, p, cap):
         if err <= TOL or not np.isfinite(err) or capped:
             break
         thr /= 4
+    if err <= TOL:
+        secs = _best_time(lambda: fn(C, p["a"], p["b"], p["epsilon"], tol=thr, max_iter=max_iter), secs)
     return _row(res.niter, secs, err, 0.0, capped, stop_threshold=thr)
 
 
@@ -507,7 +528,9 @@ def main(argv=None):
     for p in probs:
         for s in names:
             try:
-                r = SOLVERS[s](p, cap)
+                # driftax's Sinkhorn is the iteration reference (the denominator of the iteration target): it gets
+                # at least REFERENCE_CAP seconds so that its count is measured, not bounded, also in --quick
+                r = SOLVERS[s](p, max(cap, REFERENCE_CAP) if s == "driftax_sinkhorn" else cap)
             except Exception as e:  # a failing peer is reported, not fatal
                 print(f"  {s} failed on {p['problem']} n={p['n']}: {type(e).__name__}: {e}")
                 continue

@@ -36,8 +36,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--tol", type=float, default=1e-8, help="target L1 marginal error")
     p.add_argument("--max-iter", type=int, default=100_000, help="Sinkhorn sweeps (method sinkhorn)")
     p.add_argument("--warm-start", type=int, default=None,
-                   help="Sinkhorn sweeps before Newton (method sns); default 200 with --cost l1 (non-unique OT: a "
-                        "short warm start stalls the Newton stage, as in the benchmark), 20 otherwise")
+                   help="Sinkhorn sweeps before Newton (method sns; default: driftax.transport.sns's)")
     p.add_argument("--plan", type=Path, default=None, help="save the transport plan to this .npy file")
     p.set_defaults(func=run)
 
@@ -105,13 +104,7 @@ def build_problem(src: np.ndarray, tgt: np.ndarray, kind: str, cost: str, rescal
     return a, b, C, desc
 
 
-def default_warm_start(cost: str) -> int:
-    """SNS warm-start sweeps: 200 for the L1 ground cost (its OT is not unique; Tang et al. 2024 use 700 and
-    the benchmark 200), the paper's 20 otherwise."""
-    return 200 if cost == "l1" else 20
-
-
-def solve(a, b, C, epsilon, method, tol, max_iter=100_000, warm_start=20):
+def solve(a, b, C, epsilon, method, tol, max_iter=100_000, warm_start=None):
     """Solve and time (the first call of a shape compiles; the time printed includes it)."""
     import jax
 
@@ -119,7 +112,8 @@ def solve(a, b, C, epsilon, method, tol, max_iter=100_000, warm_start=20):
 
     t0 = time.perf_counter()
     if method == "sns":
-        res = tr.sns(a, b, C, epsilon, tol=tol, warm_start=warm_start)
+        kw = {} if warm_start is None else {"warm_start": warm_start}
+        res = tr.sns(a, b, C, epsilon, tol=tol, **kw)
     else:
         res = tr.sinkhorn(a, b, C, epsilon, tol=tol, max_iter=max_iter)
     jax.block_until_ready(res)
@@ -136,8 +130,7 @@ def run(args) -> int:
     a, b, C, desc = build_problem(src, tgt, args.kind, args.cost, args.rescale)
     print(f"{desc}; cost {args.cost}{'' if args.rescale == 'none' else ' / ' + args.rescale}, "
           f"max {C.max():.4g}; epsilon {args.epsilon:g}; method {args.method}; tol {args.tol:g} (L1)")
-    warm_start = args.warm_start if args.warm_start is not None else default_warm_start(args.cost)
-    res, secs = solve(a, b, C, args.epsilon, args.method, args.tol, args.max_iter, warm_start)
+    res, secs = solve(a, b, C, args.epsilon, args.method, args.tol, args.max_iter, args.warm_start)
     f, g = np.asarray(res.f), np.asarray(res.g)
     P = np.exp((f[:, None] + g[None, :] - C) / args.epsilon)
     err = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()

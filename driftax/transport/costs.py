@@ -95,13 +95,18 @@ def rescale_cost(cost: jax.Array, rescale: str | float | None) -> jax.Array:
 def sqeuclidean(x, y=None, *, rescale=None, dtype=None) -> jax.Array:
     """Squared Euclidean cost ``C[i, j] = |x_i - y_j|_2^2`` between point clouds ``x (n, d)``, ``y (m, d)``.
 
-    Computed as ``|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` (one matrix product), clipped at zero.
-    ``y=None`` means ``y = x`` (then the diagonal is exactly zero).
+    Computed as ``|x_i|^2 + |y_j|^2 - 2 <x_i, y_j>`` (one matrix product), clipped at zero, after moving both
+    clouds by their common mean (the cost is translation invariant; far from the origin the expanded form would
+    otherwise lose ``|x|^2 * machine eps`` to cancellation). ``y=None`` means ``y = x`` (then the diagonal is
+    exactly zero).
     """
     same = y is None
     x = _as_points(x, "x", dtype)
     y = x if same else _as_points(y, "y", dtype)
     _check_dims(x, y)
+    centre = jnp.mean(jnp.concatenate([x, y]) if not same else x, axis=0)
+    x = x - centre
+    y = x if same else y - centre
     xx = jnp.sum(x * x, axis=1)
     yy = jnp.sum(y * y, axis=1)
     c = xx[:, None] + yy[None, :] - 2.0 * jnp.matmul(x, y.T, precision=jax.lax.Precision.HIGHEST)

@@ -83,7 +83,7 @@ def _digit(rng, size=28):
 
 def test_documented_l1_histogram_example_converges(tmp_path, capsys):
     # `driftax ot img1.csv img2.csv --kind histogram --cost l1 --epsilon 1e-3` (module docstring), 28x28 images;
-    # with the 20-sweep warm start of the squared costs the Newton stage stalls and the exit status is 1
+    # the L1 ground cost (non-unique OT) stalls a Newton stage started at epsilon itself
     from driftax.cli import main
 
     rng = np.random.default_rng(0)
@@ -94,13 +94,14 @@ def test_documented_l1_histogram_example_converges(tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "converged              True" in out
-    assert int(re.search(r"\((\d+) Sinkhorn sweeps", out).group(1)) >= 200
+    # the default SNS restarts a stalled Newton stage through an epsilon continuation: low hundreds at most
+    its = int(re.search(r"iterations +(\d+)", out).group(1))
+    assert its <= 300
     a = np.loadtxt(tmp_path / "img1.csv", delimiter=",").ravel()
     b = np.loadtxt(tmp_path / "img2.csv", delimiter=",").ravel()
     a, b = a / a.sum(), b / b.sum()
     P = np.load(tmp_path / "P.npy")
     assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 1e-8
-    assert cli_ot.default_warm_start("l1") == 200 and cli_ot.default_warm_start("sqeuclidean") == 20
     # an explicit --warm-start still wins
     assert main(argv + ["--warm-start", "300"]) == 0
     assert int(re.search(r"\((\d+) Sinkhorn sweeps", capsys.readouterr().out).group(1)) >= 300

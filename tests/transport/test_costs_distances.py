@@ -1,3 +1,4 @@
+import jax.numpy as jnp
 import numpy as np
 import ot
 import pytest
@@ -106,3 +107,15 @@ def test_distance_under_jit_is_nan_when_unconverged(pts, debiased):
         ok = jax.jit(lambda x, y: tr.sinkhorn_distance(x, y, 1.0, tol=1e-8, debiased=debiased))(x, y)
         ref = tr.sinkhorn_distance(x, y, 1.0, tol=1e-8, debiased=debiased)
         assert np.isfinite(float(ok)) and float(ok) == pytest.approx(float(ref), rel=1e-9)
+
+
+def test_sqeuclidean_keeps_precision_far_from_the_origin():
+    # |x|^2 + |y|^2 - 2<x, y> cancels catastrophically for clouds at distance 1e5 from the origin (|x|^2 ~ 1e10,
+    # float64 round-off ~ 1e-6 against costs of order 1); the cost must not depend on where the clouds sit
+    rng = np.random.default_rng(9)
+    x, y = rng.random((40, 3)) + 1e5, rng.random((30, 3)) + 1e5
+    # reference: differences first (exact for nearby floats, Sterbenz), then squares
+    np.testing.assert_allclose(np.asarray(costs.sqeuclidean(x, y, dtype=jnp.float64)),
+                               ((x[:, None] - y[None]) ** 2).sum(-1), rtol=0, atol=1e-12)
+    np.testing.assert_allclose(np.asarray(costs.sqeuclidean(x, dtype=jnp.float64)),
+                               ((x[:, None] - x[None]) ** 2).sum(-1), rtol=0, atol=1e-12)

@@ -128,3 +128,93 @@ def test_scaling_form_warm_start_equals_log_domain_sweeps(x64):
     f2, g2, _, _, _ = sinkhorn_loop(a, b, C, eps, *z, jnp.asarray(1e-300), max_iter=10, norm="l1")
     assert np.all(np.isfinite(np.asarray(f1))) and np.all(np.isfinite(np.asarray(g1)))
     np.testing.assert_allclose(f1 + g1.mean(), f2 + g2.mean(), rtol=1e-9)
+
+
+def test_absorbed_kernel_marginals_equal_the_dense_pass(x64):
+    # line-search trials evaluate the plan as diag(u) K diag(v) with K formed at reference potentials; it must
+    # give the dense pass's marginals and dual wherever it is used, and refuse points beyond the trust region
+    import importlib
+
+    sns_mod = importlib.import_module("driftax.transport.sns")  # the module (the package exports the function)
+    a, b, C, eps = (jnp.asarray(x) for x in PROBLEMS["points_weighted_rect"])
+    f0, g0 = sns_mod._scaling_sweeps(a, b, C, eps, jnp.zeros_like(a), jnp.zeros_like(b), 10)
+    kern = sns_mod._absorb(a, b, C, eps, f0, g0)
+    rng = np.random.default_rng(5)
+    for scale in (0.0, 1.0, 50.0):  # moves of up to 50 eps per potential
+        f = f0 + scale * float(eps) * jnp.asarray(rng.uniform(-1, 1, a.shape))
+        g = g0 + scale * float(eps) * jnp.asarray(rng.uniform(-1, 1, b.shape))
+        fast = sns_mod._state_k(kern, a, b, eps, f, g, "l1")
+        dense = sns_mod._state(a, b, C, eps, f, g, "l1")
+        for x, y in zip(fast, dense):
+            np.testing.assert_allclose(x, y, rtol=1e-11, atol=1e-14)
+    far = sns_mod._state_k(kern, a, b, eps, f0 + 400 * eps, g0, "l1")
+    assert float(far[2]) == -np.inf
+
+
+def _l1_grid_problem(size=14, seed=3):
+    # two blurred-blob histograms on a size x size grid with the L1 ground cost (non-unique OT), eps = 1/1200
+    # of the cost scale: the regime where a Newton stage started at eps stalls (Tang et al. 2024, MNIST-L1)
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:size, 0:size].astype(float)
+
+    def blob():
+        img = np.zeros((size, size))
+        for _ in range(3):
+            q = rng.uniform(2, size - 2, 2)
+            img += np.exp(-((xx - q[0]) ** 2 + (yy - q[1]) ** 2) / 2.0)
+        img = img / img.max() + 1e-4
+        return (img / img.sum()).ravel()
+
+    C = np.asarray(tr.costs.grid_cost((size, size), "l1", dtype=jnp.float64))
+    return blob(), blob(), C, 1 / 1200
+
+
+def test_sns_l1_grid_restarts_through_continuation():
+    a, b, C, eps = _l1_grid_problem()
+    rs = tr.sinkhorn(a, b, C, eps, tol=1e-9, max_iter=200_000)
+    direct = tr.sns(a, b, C, eps, tol=1e-9, continuation=False, max_newton=40)
+    auto = tr.sns(a, b, C, eps, tol=1e-9)
+    fixed = tr.sns(a, b, C, eps, tol=1e-9, continuation=(8, 4, 2))
+    assert bool(rs.converged)
+    # without continuation the Newton stage does not get there in 40 steps (the failure being fixed)
+    assert not bool(direct.converged)
+    for res in (auto, fixed):
+        assert bool(res.converged)
+        assert abs(float(res.reg_cost) - float(rs.reg_cost)) <= 1e-8 * abs(float(rs.reg_cost))
+        assert np.abs(plan_np(res) - plan_np(rs)).sum() <= 1e-8
+        assert int(res.iterations) * 10 < int(rs.iterations)
+    # the restart is counted: the automatic run costs at least the fixed schedule's Newton steps
+    assert int(auto.newton_iterations) >= int(fixed.newton_iterations)
+    hist = np.asarray(auto.errors)
+    assert np.all(hist[:5] == -1) and np.all(hist[5:5 + int(auto.newton_iterations)] >= 0)
+
+
+def test_sns_continuation_under_vmap_equals_single_solves(x64):
+    # (with seed 25 one instance is so ill-conditioned that the Sinkhorn reference, POT's too, stalls at 1e-6)
+    rng = np.random.default_rng(26)
+    B, n = 4, 30
+    x, y = rng.random((B, n, 2)), rng.random((B, n, 2))
+    C = jnp.asarray(((x[:, :, None] - y[:, None]) ** 2).sum(-1))
+    a = jnp.full((B, n), 1.0 / n)
+    eps = jnp.asarray(np.linspace(5e-3, 1e-2, B))
+    solve = lambda a, b, C, e: tr.sns(a, b, C, e, tol=1e-10, density=0.5, continuation=(4, 2))  # noqa: E731
+    batched = jax.jit(jax.vmap(solve))(a, a, C, eps)
+    for i in range(B):
+        ref = tr.sinkhorn(a[i], a[i], C[i], eps[i], tol=1e-10, max_iter=100_000)
+        assert bool(batched.converged[i]) and bool(ref.converged)
+        np.testing.assert_allclose(batched.reg_cost[i], ref.reg_cost, rtol=1e-9)
+
+
+@pytest.mark.parametrize("bad, err", [((2, 4), ValueError), ((0.5,), ValueError), ((4, float("nan")), ValueError),
+                                      ("8,4", TypeError), (3, TypeError), (True, TypeError)])
+def test_sns_rejects_bad_continuation(bad, err):
+    a, b, C, eps = PROBLEMS["points_sqeuclidean"]
+    with pytest.raises(err, match="continuation"):
+        tr.sns(a, b, C, eps, continuation=bad)
+
+
+@pytest.mark.parametrize("kw", [dict(patience=-1), dict(stage_tol=0.0), dict(stage_tol=float("inf"))])
+def test_sns_rejects_bad_stage_options(kw):
+    a, b, C, eps = PROBLEMS["points_sqeuclidean"]
+    with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
+        tr.sns(a, b, C, eps, **kw)
