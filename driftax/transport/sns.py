@@ -192,14 +192,11 @@ def _pcg(matvec, rhs, precond, rtol, max_iter):
     return x, it
 
 
-def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg, lam=0.0):
-    """Solve ``[[(1+lam) diag r, S], [S^T, (1+lam) diag c]] (df, dg) = eps (a - r, b - c)`` via the Schur
-    complement in ``dg`` (``lam >= 0`` is a Levenberg-Marquardt damping of the diagonal blocks)."""
+def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg):
+    """Solve ``[[diag r, S], [S^T, diag c]] (df, dg) = eps (a - r, b - c)`` via the Schur complement in ``dg``."""
     m = c.shape[0]
     u = eps * (a - r)
     w = eps * (b - c)
-    r = r * (1.0 + lam)
-    c = c * (1.0 + lam)
     rinv = jnp.where(r > 0, 1.0 / jnp.where(r > 0, r, 1.0), 0.0)
 
     def schur(v):
