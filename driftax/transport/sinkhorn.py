@@ -59,13 +59,14 @@ def _row_error(f, lse_r, a, eps, norm):
     return _norm(jnp.exp(f / eps + lse_r) - a, norm)
 
 
-def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_schedule=None):
+def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_schedule=None,
+                  history_every: int = 1):
     """Run log-domain Sinkhorn from ``(f, g)`` until the marginal error is ``<= tol`` or ``max_iter`` sweeps.
 
     Returns ``(f, g, err, iterations, history)``; ``err`` is the full error ``|P 1 - a| + |P^T 1 - b|`` of the
     returned ``(f, g)``, computed from the plan exactly as in the final convergence check, and ``history[t]`` the
-    row error after sweep ``t`` (``-1`` beyond). ``eps_schedule(t)`` gives the epsilon of sweep ``t`` (defaults
-    to ``eps``).
+    row error after sweep ``(t + 1) * history_every`` or the last sweep before it (``-1`` beyond; length
+    ``ceil(max_iter / history_every)``). ``eps_schedule(t)`` gives the epsilon of sweep ``t`` (defaults to ``eps``).
 
     The sweeps stop on the row error (the column marginal is exact after a ``g`` update, up to rounding); the
     full error is then recomputed, and the sweeps resume while it is still above ``tol`` (up to ``max_iter``),
@@ -83,7 +84,7 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
         _row_error(f, lse_r0, a, eps0, norm) + _norm(jnp.exp(g / eps0 + _lse_cols(f, cost, eps0)) - b, norm),
         jnp.inf,
     )
-    hist0 = jnp.full((max(max_iter, 1),), -1.0, dtype)
+    hist0 = jnp.full((-(-max(max_iter, 1) // history_every),), -1.0, dtype)
 
     def cond(state):
         _, _, _, err, it, _ = state
@@ -98,7 +99,7 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
         lse_r = _lse_rows(g, cost, e_next)
         err = _row_error(f, lse_r, a, e_next, norm)
         err = jnp.where(e == eps, err, jnp.inf)  # not converged while epsilon is still being decreased
-        hist = hist.at[it].set(jnp.where(e == eps, err, -1.0))
+        hist = hist.at[it // history_every].set(jnp.where(e == eps, err, -1.0))
         return f, g, lse_r, err, it + 1, hist
 
     def full_error(f, g):
@@ -123,8 +124,9 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
     return f, g, err, it, hist
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling"))
-def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool):
+@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every"))
+def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool,
+                   history_every: int = 1):
     """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``."""
     if scaling:
         eps_start = jnp.maximum(jnp.max(jnp.abs(cost)), eps)
@@ -134,7 +136,7 @@ def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int,
     else:
         schedule = None
     f, g, _, it, hist = sinkhorn_loop(a, b, cost, eps, f0, g0, tol, max_iter=max_iter, norm=norm,
-                                      eps_schedule=schedule)
+                                      eps_schedule=schedule, history_every=history_every)
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
     zero = jnp.asarray(0, jnp.int32)
     return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
@@ -143,7 +145,8 @@ def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int,
 
 
 def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000, init=None,
-             epsilon_scaling: float | None = None, norm: str = "l1", dtype=None) -> OTResult:
+             epsilon_scaling: float | None = None, history_every: int = 1, norm: str = "l1",
+             dtype=None) -> OTResult:
     """Entropic optimal transport by log-domain Sinkhorn.
 
     Solves ``min_P <C, P> + eps sum P log P`` s.t. ``P 1 = a``, ``P^T 1 = b`` through its dual (see
@@ -162,12 +165,15 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
       max_iter: maximum number of sweeps (one sweep updates ``f`` then ``g``).
       init: optional warm start ``(f0, g0)``.
       epsilon_scaling: ``None`` or a factor ``q`` in ``(0, 1)``: ``eps_t = max(eps, max|C| q^t)``.
+      history_every: keep the error of every ``history_every``-th sweep in ``OTResult.errors`` (length
+        ``ceil(max_iter / history_every)``; 8 bytes per entry and problem, which adds up under ``vmap``).
       dtype: ``None`` (float64 for concrete inputs, the inputs' dtype under tracing), ``float32`` or ``float64``.
 
     Returns:
       :class:`OTResult` with ``converged=False`` (never NaN-and-converged) when ``tol`` is not reached.
     """
     max_iter = check_int(max_iter, "max_iter", 1)
+    history_every = check_int(history_every, "history_every", 1)
     scaling = epsilon_scaling is not None
     if scaling:
         q = float(epsilon_scaling)
@@ -179,7 +185,8 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
         warn_if_float32(c_.dtype, tol)
         f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype, a_, b_)
         qf = jnp.asarray(epsilon_scaling if scaling else 1.0, c_.dtype)
-        return solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling)
+        return solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
+                              history_every=history_every)
 
 
 # --------------------------------------------------------------------------- distances between samples

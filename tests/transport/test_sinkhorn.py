@@ -44,6 +44,15 @@ def test_marginal_error_recomputed_independently():
     hist = np.asarray(res.errors)
     assert int(res.iterations) == int(np.sum(hist >= 0))
     assert hist[int(res.iterations) - 1] <= 1e-9
+    # a strided history keeps every 7th entry (and the last sweep's error), same solve otherwise
+    its = int(res.iterations)
+    strided = tr.sinkhorn(a, b, C, 0.01, tol=1e-9, history_every=7)
+    h7 = np.asarray(strided.errors)
+    assert h7.shape == (-(-100_000 // 7),) and int(strided.iterations) == its
+    np.testing.assert_array_equal(h7[:its // 7], hist[6:its - its % 7:7])
+    assert h7[(its - 1) // 7] == hist[its - 1] and np.all(h7[(its - 1) // 7 + 1:] == -1)
+    with pytest.raises(ValueError, match="history_every"):
+        tr.sinkhorn(a, b, C, 0.01, history_every=0)
 
 
 def test_transport_cost_tends_to_emd():
