@@ -13,8 +13,8 @@ or called once before the timed call; compile seconds are reported apart. Slow s
 (``--cap``): driftax's Sinkhorn runs in chunks of iterations from the previous potentials and stops at the cap;
 POT and OTT-JAX get an iteration cap from a short timing probe (OTT-JAX in one uninterrupted run, so Anderson
 acceleration keeps its memory). A capped run reports its seconds and final error and counts as not converged.
-Runs under a second are timed as the best of three, for every solver alike. SNS runs with its defaults on every
-problem.
+Converged runs under a second are timed as the best of three, for SNS and every peer alike (driftax's Sinkhorn,
+the iteration reference, runs once in chunks). SNS runs with its defaults on every problem.
 
 Problems: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
 eps in {1e-2, 2e-3, 5e-4}; (b) random assignment (Tang et al. 2024): C_ij ~ U[0,1], n = 500, eps = 1/1200;
@@ -152,10 +152,12 @@ def run_driftax_sns(p, cap):
     res = tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)
     jax.block_until_ready(res)
     secs = time.perf_counter() - t0
-    secs = _best_time(lambda: jax.block_until_ready(tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)), secs)
+    compile_s = max(first - secs, 0.0)
     err = l1_error_from_potentials(res.f, res.g, p["C"], p["epsilon"], p["a"], p["b"])
+    if err <= TOL:  # like the peers: only a converged setting is re-timed
+        secs = _best_time(lambda: jax.block_until_ready(tr.sns(p["a"], p["b"], p["C"], p["epsilon"], **kw)), secs)
     nt = int(res.newton_iterations)
-    return _row(res.iterations, secs, err, max(first - secs, 0.0), False, newton_iterations=nt,
+    return _row(res.iterations, secs, err, compile_s, False, newton_iterations=nt,
                 sweeps=int(res.iterations) - nt, cg_iterations=int(res.cg_iterations), density=float(res.density),
                 errors=[float(e) for e in np.asarray(res.errors) if e >= 0])
 

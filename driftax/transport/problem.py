@@ -48,7 +48,8 @@ class OTResult(NamedTuple):
       iterations: total iterations (Sinkhorn sweeps + Newton steps for SNS).
       converged: ``marginal_error <= tol`` and every output finite. Never true for a NaN result.
       errors: marginal error after each iteration, ``-1`` where none was recorded (past the last iteration;
-        SNS records its Newton steps only, from index ``warm_start``, all stages one after another).
+        Sinkhorn with ``history_every=k`` keeps every k-th; SNS records its Newton steps only, from index
+        ``warm_start``, all stages one after another).
       newton_iterations, cg_iterations: Newton steps and total conjugate-gradient iterations (0 for Sinkhorn).
       density: mean fraction of the entries of ``P`` kept in the sparsified Hessian (0 for Sinkhorn).
     """

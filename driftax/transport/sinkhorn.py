@@ -166,7 +166,7 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
       init: optional warm start ``(f0, g0)``.
       epsilon_scaling: ``None`` or a factor ``q`` in ``(0, 1)``: ``eps_t = max(eps, max|C| q^t)``.
       history_every: keep the error of every ``history_every``-th sweep in ``OTResult.errors`` (length
-        ``ceil(max_iter / history_every)``; 8 bytes per entry and problem, which adds up under ``vmap``).
+        ``ceil(max_iter / history_every)``, one float per entry and problem, which adds up under ``vmap``).
       dtype: ``None`` (float64 for concrete inputs, the inputs' dtype under tracing), ``float32`` or ``float64``.
 
     Returns:

@@ -24,12 +24,12 @@ The dual (see :mod:`driftax.transport.problem`) is maximised over ``z = (f, g)``
    stalls (a line search finds no ascent, or the error stops improving) - typical of ground costs whose OT is
    not unique, such as L1 on a grid, for which the paper lengthens the warm start to 700 sweeps - it is
    restarted from the initial potentials through Newton stages at ``8, 4, 2`` times ``eps``, each solved to a
-   loose tolerance and warm-starting the next. On the benchmark's 28x28 L1 images this takes 84 iterations in
+   loose tolerance and warm-starting the next. On the benchmark's 28x28 L1 images this takes 82 iterations in
    all where Sinkhorn takes 8,638.
 
 Cost per Newton step. Marginals at the line-search trials come from an *absorbed kernel*
 ``K = exp((f0 + g0 - C) / eps)`` as ``u * (K v)`` and ``v * (K^T u)`` (two mat-vecs instead of an exponential
-pass; ``K`` is re-formed when the potentials drift, and trials beyond a trust region are rejected unevaluated).
+pass; ``K`` is re-formed when the potentials drift, and trials beyond a trust region are rejected).
 The kept entries come from ``lax.top_k`` on float32 row-normalised entries (XLA:CPU has a fast float32 top-k;
 float64 top-k sorts and is ~30x slower); their values are exact in the working precision. ``S v`` is a gather
 and row sum, ``S^T u`` a scatter-add. ``top_k`` is still the most expensive operation, so the pattern is
@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -218,12 +219,16 @@ def _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg):
 # The Newton stage evaluates the plan's marginals at every line-search trial. Instead of an exponential pass over
 # the whole matrix, it keeps K = exp((f0 + g0 - C) / eps) from reference potentials and evaluates
 # r = u * (K v), c = v * (K^T u) with u = exp((f - f0) / eps), v = exp((g - g0) / eps): two mat-vecs. Entries of
-# K that underflowed were below exp(-708) at the reference and stay below exp(-708 + 2 * _TRIAL) ~ 1e-47 at any
-# evaluated point, far below the marginal tolerances; the kernel is re-formed ("absorbed") when the potentials
-# have moved by more than _ABSORB * eps, and a trial point further than _TRIAL * eps is rejected (trust region).
-_ABSORB = 100.0
-_TRIAL = 300.0
+# K that underflowed were below the smallest normal number, exp(-L) (L = 708 in float64, 87 in float32), at the
+# reference and stay below exp(-L + 2 * trial) <= exp(-40) at any evaluated point, negligible against the
+# marginals; the kernel is re-formed ("absorbed") when the potentials have moved by more than trial / 3 eps, and
+# a trial point further than trial * eps gets dual -inf, so the line search shortens the step (trust region).
 _REFRESH_BLOCKS = 2  # blocks of n/8 rows re-selected per Newton step at most
+
+
+def _trust(dtype) -> float:
+    """Trust radius in units of eps: 300 in float64, 23 in float32 (see above)."""
+    return float(min(300.0, (-np.log(np.finfo(dtype).tiny) - 40.0) / 2.0))
 
 
 class _Kernel(NamedTuple):
@@ -245,13 +250,13 @@ def _scalings(kern, a, b, eps, f, g):
 
 
 def _state_k(kern, a, b, eps, f, g, norm):
-    """:func:`_state` through the absorbed kernel (two mat-vecs). A point further than ``_TRIAL * eps`` from the
+    """:func:`_state` through the absorbed kernel (two mat-vecs). A point further than ``_trust * eps`` from the
     kernel's reference gets ``dual = -inf`` (a trust region: the line search then shortens the step)."""
     u, v, dev = _scalings(kern, a, b, eps, f, g)
     r = u * (kern.k @ v)
     c = v * (u @ kern.k)
     dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - jnp.sum(a))
-    dual = jnp.where(dev <= _TRIAL, dual, -jnp.inf)
+    dual = jnp.where(dev <= _trust(kern.k.dtype), dual, -jnp.inf)
     err = _norm(r - a, norm) + _norm(c - b, norm)
     return r, c, dual, err
 
@@ -279,7 +284,8 @@ class _Stage(NamedTuple):
     sweeps: jax.Array      # fallback Sinkhorn sweeps taken
     cg: jax.Array          # CG iterations
     errors: jax.Array      # marginal error after each Newton step, -1 past the last
-    stalled: jax.Array     # stopped by a failed line search or no 10% gain in `patience` steps
+    stalled: jax.Array     # stopped by a failed line search, a non-finite error or no 10% gain in `patience` steps
+    err: jax.Array         # marginal error at (f, g)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "max_newton", "max_cg", "max_backtracks", "fallback_sweeps",
@@ -294,6 +300,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     dtype = cost.dtype
     c1 = 1e-4
     noise = 64 * jnp.finfo(dtype).eps
+    tiny = 100 * float(jnp.finfo(dtype).eps)  # slack in the mass comparisons
     # the pattern is refreshed a block of rows at a time (those that lost the most mass): top-k costs ~ rows
     block = -(-n // 8)
     kern = _absorb(a, b, cost, eps, f, g)
@@ -301,7 +308,9 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     u, v, _ = _scalings(kern, a, b, eps, f, g)
     idx = _select(kern, u, v, r, jnp.arange(n), k)
     vals = _values(kern, u, v, idx)
-    ref = jnp.maximum(1.0 - jnp.sum(vals) / jnp.sum(r), 0.0)
+    # mass the pattern drops when chosen (0 for a plan that underflowed entirely: refreshed once mass appears)
+    ref = jnp.where(jnp.sum(r) > 0, jnp.maximum(1.0 - jnp.sum(vals) / jnp.where(jnp.sum(r) > 0, jnp.sum(r), 1.0),
+                                                0.0), 0.0)
     hist = jnp.full((max_newton,), -1.0, dtype)
     zero = jnp.asarray(0, jnp.int32)
 
@@ -312,11 +321,11 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
         vals = _values(kern, u, v, idx)
         lost = jnp.maximum(r - vals.sum(axis=1), 0.0)
         total = jnp.sum(r)
-        stale = jnp.sum(lost) > (refresh * ref + 1e-14) * total
+        stale = jnp.sum(lost) > (refresh * ref + tiny) * total
 
         def cond(s):
             lost, j = s[2], s[3]
-            return stale & (jnp.sum(lost) > (ref + 1e-14) * total) & (j < _REFRESH_BLOCKS)
+            return stale & (jnp.sum(lost) > (ref + tiny) * total) & (j < _REFRESH_BLOCKS)
 
         def body(s):
             idx, vals, lost, j = s
@@ -339,7 +348,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     def body(s):
         f, g, r, c, dual, err, kern, idx, best, it, sweeps, cg_total, hist, since = s
         u, v, dev = _scalings(kern, a, b, eps, f, g)
-        kern = jax.lax.cond(dev > _ABSORB, lambda: _absorb(a, b, cost, eps, f, g), lambda: kern)
+        kern = jax.lax.cond(dev > _trust(dtype) / 3, lambda: _absorb(a, b, cost, eps, f, g), lambda: kern)
         u, v, _ = _scalings(kern, a, b, eps, f, g)
         idx, vals = refresh_rows(kern, u, v, r, idx)
         df, dg, cg_it = _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg)
@@ -356,7 +365,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
             gt = g + t * dg
             rt, ct, dt, et = _state_k(kern, a, b, eps, ft, gt, norm)
             ok = jnp.isfinite(dt) & jnp.isfinite(et)
-            armijo = dt >= dual + c1 * t * slope
+            armijo = (slope > 0) & (dt >= dual + c1 * t * slope)  # never a zero or non-ascent step
             roundoff = (et < err) & (dt >= dual - scale)
             acc = ok & (armijo | roundoff)
             return (jnp.where(acc, t, 0.5 * t), j + 1, acc, ft, gt, rt, ct, dt, et)
@@ -386,8 +395,8 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     if max_newton > 0:
         state = jax.lax.while_loop(cond, body, state)
     f, g, err, it, sweeps, cg_total, hist, since = (state[i] for i in (0, 1, 5, 9, 10, 11, 12, 13))
-    stalled = (since >= patience) & (err > tol) if patience > 0 else jnp.asarray(False)
-    return _Stage(f, g, it, sweeps, cg_total, hist, stalled)
+    stalled = ((since >= patience) | ~jnp.isfinite(err)) & ~(err <= tol) if patience > 0 else jnp.asarray(False)
+    return _Stage(f, g, it, sweeps, cg_total, hist, stalled, err)
 
 
 # --------------------------------------------------------------------------- budget choice
@@ -411,6 +420,8 @@ def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max
     n, m = cost.shape
     k_max = min(k_max, m)
     curve = np.asarray(_kept_mass_curve(f, g, cost, eps, k_max, min(rows, n)))
+    if not np.all(np.isfinite(curve)):  # the sampled rows of the plan underflowed: no information
+        return min(64, k_max)
     k = min(k_min, k_max)
     while k < k_max and curve[k - 1] < 1.0 - mass_tol:
         k = min(2 * k, k_max)
@@ -436,9 +447,9 @@ def _schedule(continuation):
     except (TypeError, ValueError):
         raise TypeError("continuation must be None, False or a sequence of factors > 1, got "
                         f"{continuation!r}") from None
-    if not all(math.isfinite(x) and x > 1 for x in factors) or list(factors) != sorted(factors, reverse=True):
-        raise ValueError(f"continuation must be decreasing factors > 1 (stages at factor * epsilon before "
-                         f"epsilon itself), got {continuation!r}")
+    if not all(math.isfinite(x) and x > 1 for x in factors) or any(x <= y for x, y in zip(factors, factors[1:])):
+        raise ValueError(f"continuation must be strictly decreasing factors > 1 (stages at factor * epsilon "
+                         f"before epsilon itself), got {continuation!r}")
     return factors, False
 
 
@@ -458,15 +469,21 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
       a, b, cost, epsilon, tol, norm, init, dtype: as in :func:`driftax.transport.sinkhorn`.
       warm_start: Sinkhorn sweeps before the Newton stage. The paper uses 20 (700 for the L1 ground cost); on
         every benchmark problem here 5 gave fewer total iterations at the same wall time.
-      continuation: ``None`` (default): Newton at ``epsilon`` directly, and if it stalls (the marginal error
-        has not dropped below 0.9 times its best for ``patience`` steps; typical of costs whose OT is not unique,
-        such as L1 on a grid) a restart from the warm-start potentials through stages at ``8, 4, 2`` times
-        ``epsilon`` (concrete inputs only; under ``jit``/``vmap`` no restart). ``False``: never. A decreasing
-        sequence of factors ``> 1``: always run Newton stages at ``factor * epsilon`` first (each to the marginal
-        error ``stage_tol`` times the mass), the warm start at the first of them.
+      continuation: ``None`` (default): Newton at ``epsilon`` directly, and if it stalls (a line search finds
+        no ascent, the error is not finite, or it has not dropped below 0.9 times its best for ``patience``
+        steps; typical of costs whose OT is not unique, such as L1 on a grid) a restart from the initial
+        potentials (``init``) through a warm start and stages at ``8, 4, 2`` times ``epsilon``; the better of the
+        two attempts is returned (concrete inputs only; under ``jit``/``vmap`` no restart). ``False``: never. A
+        strictly decreasing sequence of factors ``> 1``: always run Newton stages at ``factor * epsilon`` first,
+        the warm start at the first of them.
       density: fraction of each row of ``P`` kept in the sparse Hessian (``k = ceil(density * m)``). ``None``:
         chosen at the start of each stage as the smallest power of two keeping ``1 - mass_tol`` of the mass, at
         most ``k_max`` (needs concrete inputs; under ``jit``/``vmap`` ``None`` means ``density = min(1, 64 / m)``).
+      mass_tol, k_max: the automatic budget keeps ``1 - mass_tol`` of the plan's mass (``0 < mass_tol < 1``)
+        with at most ``k_max`` entries per row.
+      patience: Newton steps without a 10% gain that count as a stall (``0``: no stall detection, so no
+        automatic continuation either).
+      stage_tol: marginal error, relative to the mass, to which each continuation stage before the last is solved.
       max_newton: maximum Newton steps per stage. cg_tol / max_cg: relative residual and iteration cap of PCG.
       max_backtracks: step halvings before falling back to ``fallback_sweeps`` Sinkhorn sweeps.
       refresh: re-select a row's kept entries when the pattern drops more than ``refresh`` times the mass it
@@ -475,7 +492,8 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
     Returns:
       :class:`OTResult` with ``newton_iterations``, ``cg_iterations`` and ``density`` (of the final stage) filled
       in; ``iterations`` counts warm-start sweeps, every Newton step (of every stage, also of a stalled attempt)
-      and fallback sweeps; ``errors`` holds the marginal error after each Newton step from index ``warm_start``.
+      and fallback sweeps; ``errors`` holds the marginal error after each Newton step, packed from index
+      ``warm_start`` (sweeps are counted in ``iterations`` but not recorded there).
     """
     warm_start = check_int(warm_start, "warm_start", 0)
     k_max = check_int(k_max, "k_max", 1)
@@ -485,9 +503,13 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
     fallback_sweeps = check_int(fallback_sweeps, "fallback_sweeps", 1)
     patience = check_int(patience, "patience", 0)
     for val, name in ((cg_tol, "cg_tol"), (mass_tol, "mass_tol"), (refresh, "refresh"), (stage_tol, "stage_tol")):
-        if isinstance(val, bool) or not (isinstance(val, (int, float)) and math.isfinite(val) and val > 0):
+        if isinstance(val, bool) or not (isinstance(val, numbers.Real) and math.isfinite(val) and val > 0):
             raise ValueError(f"{name} must be a positive number, got {val!r}")
-    if density is not None and not (isinstance(density, (int, float)) and 0 < density <= 1):
+    if mass_tol >= 1:
+        raise ValueError(f"mass_tol must be below 1 (the fraction of the mass the sparse Hessian may drop), "
+                         f"got {mass_tol!r}")
+    if density is not None and (isinstance(density, bool) or not (isinstance(density, numbers.Real)
+                                                                   and 0 < density <= 1)):
         raise ValueError(f"density must be None or a fraction in (0, 1], got {density!r}")
     factors, auto = _schedule(continuation)
     ctx, dt = precision_context(dtype, a, b, cost, epsilon)
@@ -521,14 +543,19 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
         fw, gw = _warm(a_, b_, c_, eps * factors[0] if factors else eps, f0, g0, warm_start=warm_start)
         stages = run_stages(fw, gw, factors, patience if (auto and concrete) else 0)
         sweeps = warm_start
+        final = len(stages) - 1
         if auto and concrete and bool(stages[-1][0].stalled):
-            # start again from the initial potentials, through the continuation (all counted)
+            # start again from the initial potentials, through the continuation (all counted), and keep the
+            # attempt that ended closer (the stalled one is stage 0; a non-finite error counts as infinite)
             fw, gw = _warm(a_, b_, c_, eps * _AUTO_SCHEDULE[0], f0, g0, warm_start=warm_start)
             stages += run_stages(fw, gw, _AUTO_SCHEDULE, 0)
             sweeps += warm_start
+            first, last = (float(stages[i][0].err) for i in (0, -1))
+            last = last if math.isfinite(last) else math.inf
+            final = 0 if math.isfinite(first) and first < last else len(stages) - 1
         return _assemble(a_, b_, c_, eps, tol_, jnp.asarray(sweeps, jnp.int32), tuple(st for st, _ in stages),
-                         jnp.asarray(stages[-1][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
-                         max_newton=max_newton)
+                         jnp.asarray(stages[final][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
+                         max_newton=max_newton, final=final)
 
 
 @functools.partial(jax.jit, static_argnames=("warm_start",))
@@ -536,10 +563,10 @@ def _warm(a, b, cost, eps, f0, g0, *, warm_start):
     return _scaling_sweeps(a, b, cost, eps, f0, g0, warm_start)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton"))
-def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start, max_newton) -> OTResult:
+@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final"))
+def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start, max_newton, final) -> OTResult:
     """One :class:`OTResult` from the warm start and the Newton stages: counts summed, Newton errors packed after
-    the warm-start entries (``-1``), the final stage's potentials."""
+    the warm-start entries (``-1``), the potentials of stage ``final``."""
     hist = jnp.full((warm_start + len(stages) * max_newton,), -1.0, cost.dtype)
     offset = jnp.asarray(warm_start, jnp.int32)
     newton = cg = jnp.asarray(0, jnp.int32)
@@ -549,7 +576,7 @@ def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start
         hist = hist.at[pos].set(st.errors, mode="drop")
         offset = offset + st.newton
         newton, sweeps, cg = newton + st.newton, sweeps + st.sweeps, cg + st.cg
-    f, g = stages[-1].f, stages[-1].g
+    f, g = stages[final].f, stages[final].g
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
     return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
                     marginal_error=err, iterations=newton + sweeps, converged=converged, errors=hist,

@@ -205,16 +205,33 @@ def test_sns_continuation_under_vmap_equals_single_solves(x64):
         np.testing.assert_allclose(batched.reg_cost[i], ref.reg_cost, rtol=1e-9)
 
 
-@pytest.mark.parametrize("bad, err", [((2, 4), ValueError), ((0.5,), ValueError), ((4, float("nan")), ValueError),
-                                      ("8,4", TypeError), (3, TypeError), (True, TypeError)])
+@pytest.mark.parametrize("bad, err", [((2, 4), ValueError), ((4, 4), ValueError), ((0.5,), ValueError),
+                                      ((4, float("nan")), ValueError), ("8,4", TypeError), (3, TypeError),
+                                      (True, TypeError)])
 def test_sns_rejects_bad_continuation(bad, err):
     a, b, C, eps = PROBLEMS["points_sqeuclidean"]
     with pytest.raises(err, match="continuation"):
         tr.sns(a, b, C, eps, continuation=bad)
 
 
-@pytest.mark.parametrize("kw", [dict(patience=-1), dict(stage_tol=0.0), dict(stage_tol=float("inf"))])
+@pytest.mark.parametrize("kw", [dict(patience=-1), dict(stage_tol=0.0), dict(stage_tol=float("inf")),
+                                dict(mass_tol=1.0), dict(density=True), dict(density=1.5)])
 def test_sns_rejects_bad_stage_options(kw):
     a, b, C, eps = PROBLEMS["points_sqeuclidean"]
     with pytest.raises((ValueError, TypeError), match=next(iter(kw))):
         tr.sns(a, b, C, eps, **kw)
+
+
+def test_sns_never_takes_a_non_ascent_step():
+    # costs >= 4 at eps = 5e-3 with no warm start: every kernel entry (< exp(-800)) underflows at the zero
+    # potentials and the Newton direction is zero; such a step must not be "accepted" (the stage falls back to
+    # Sinkhorn sweeps, refreshes its pattern once the plan has mass, and converges to Sinkhorn's solution; the
+    # offset does not change the optimal plan)
+    a, b, C = point_clouds(40, 40, seed=31)
+    C = C + 4.0
+    eps = 5e-3
+    rs = tr.sinkhorn(a, b, C, eps, tol=1e-9, max_iter=200_000)
+    rn = tr.sns(a, b, C, eps, tol=1e-9, warm_start=0, continuation=False)
+    assert bool(rs.converged) and bool(rn.converged)
+    assert int(rn.iterations) > int(rn.newton_iterations)  # fallback sweeps were taken
+    assert abs(float(rn.reg_cost) - float(rs.reg_cost)) <= 1e-8 * abs(float(rs.reg_cost))
