@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -232,7 +232,8 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
     eps = _positive_scalar(epsilon, "epsilon", dtype)
     tol_arr = _positive_scalar(tol, "tol", dtype)
 
-    if not _any_tracer(a, b, cost):
+    # the cast arrays, not the inputs: concrete inputs closed over by a caller's jit are staged as tracers
+    if not _any_tracer(a_arr, b_arr, cost_arr):
         c_np = np.asarray(cost_arr)
         bad = int(np.size(c_np) - np.count_nonzero(np.isfinite(c_np)))
         if bad:

@@ -1,3 +1,5 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -120,3 +122,15 @@ def test_warm_start_from_result_with_zero_weights(solver):
     g_bad[3] = np.nan
     with pytest.raises(ValueError, match=r"init g has 1 bad"):
         solver(a0, b0, C, 0.05, init=(r.f, g_bad))
+
+
+@pytest.mark.parametrize("solver", ["sinkhorn", "sns"])
+def test_closed_over_inputs_with_traced_epsilon_under_jit(x64, solver):
+    # concrete a, b, C captured by a caller's jit are staged as tracers once cast: validation must not try to
+    # read their values (it raised TracerArrayConversionError), and the result equals the eager solve
+    a_, b_, C_ = point_clouds(30, 30, seed=1)
+    solve = getattr(tr, solver)
+    jitted = jax.jit(lambda e: solve(a_, b_, C_, e, tol=1e-9))(jnp.asarray(0.05))
+    eager = solve(a_, b_, C_, 0.05, tol=1e-9)
+    assert bool(jitted.converged) and bool(eager.converged)
+    np.testing.assert_allclose(float(jitted.reg_cost), float(eager.reg_cost), rtol=1e-10)
