@@ -67,15 +67,18 @@ __all__ = ["sns", "newton_stage", "choose_budget"]
 
 # --------------------------------------------------------------------------- dense passes
 
+def _dual_and_error(a, b, eps, f, g, r, c, norm):
+    """Dual value ``D(f, g)`` and marginal error, given the plan's marginals ``r = P 1``, ``c = P^T 1``."""
+    dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - jnp.sum(a))
+    return dual, _norm(r - a, norm) + _norm(c - b, norm)
+
+
 def _state(a, b, cost, eps, f, g, norm):
     """One pass over the plan: marginals, dual value and marginal error at ``(f, g)``."""
     p = jnp.exp((f[:, None] + g[None, :] - cost) / eps)
     r = p.sum(axis=1)
     c = p.sum(axis=0)
-    mass = jnp.sum(a)
-    dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - mass)
-    err = _norm(r - a, norm) + _norm(c - b, norm)
-    return r, c, dual, err
+    return (r, c) + _dual_and_error(a, b, eps, f, g, r, c, norm)
 
 
 def _top_logits(f, g, cost, eps, k: int):
@@ -255,10 +258,8 @@ def _state_k(kern, a, b, eps, f, g, norm):
     u, v, dev = _scalings(kern, a, b, eps, f, g)
     r = u * (kern.k @ v)
     c = v * (u @ kern.k)
-    dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - jnp.sum(a))
-    dual = jnp.where(dev <= _trust(kern.k.dtype), dual, -jnp.inf)
-    err = _norm(r - a, norm) + _norm(c - b, norm)
-    return r, c, dual, err
+    dual, err = _dual_and_error(a, b, eps, f, g, r, c, norm)
+    return r, c, jnp.where(dev <= _trust(kern.k.dtype), dual, -jnp.inf), err
 
 
 def _select(kern, u, v, r, rows, k: int):
@@ -269,10 +270,10 @@ def _select(kern, u, v, r, rows, k: int):
     return jax.lax.top_k(key.astype(jnp.float32), k)[1]
 
 
-def _values(kern, u, v, idx):
-    """The kept entries ``P_{i, idx_is}``, exact in the working precision."""
-    rows = jnp.arange(idx.shape[0])[:, None]
-    return u[:, None] * kern.k[rows, idx] * v[idx]
+def _values(kern, u, v, idx, rows=None):
+    """The kept entries ``P_{i, idx_is}`` of the given rows (all by default), exact in the working precision."""
+    rows = jnp.arange(idx.shape[0]) if rows is None else rows
+    return u[rows, None] * kern.k[rows[:, None], idx] * v[idx]
 
 
 # --------------------------------------------------------------------------- Newton stage
@@ -309,8 +310,8 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     idx = _select(kern, u, v, r, jnp.arange(n), k)
     vals = _values(kern, u, v, idx)
     # mass the pattern drops when chosen (0 for a plan that underflowed entirely: refreshed once mass appears)
-    ref = jnp.where(jnp.sum(r) > 0, jnp.maximum(1.0 - jnp.sum(vals) / jnp.where(jnp.sum(r) > 0, jnp.sum(r), 1.0),
-                                                0.0), 0.0)
+    total = jnp.sum(r)
+    ref = jnp.where(total > 0, jnp.maximum(1.0 - jnp.sum(vals) / jnp.where(total > 0, total, 1.0), 0.0), 0.0)
     hist = jnp.full((max_newton,), -1.0, dtype)
     zero = jnp.asarray(0, jnp.int32)
 
@@ -331,7 +332,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
             idx, vals, lost, j = s
             rows = jax.lax.top_k(lost, block)[1]
             new = _select(kern, u, v, r, rows, k)
-            nv = u[rows, None] * kern.k[rows[:, None], new] * v[new]
+            nv = _values(kern, u, v, new, rows)
             idx = idx.at[rows].set(new)
             vals = vals.at[rows].set(nv)
             lost = lost.at[rows].set(jnp.maximum(r[rows] - nv.sum(axis=1), 0.0))
