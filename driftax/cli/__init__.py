@@ -1,17 +1,28 @@
-"""The ``driftax`` command: one module per subcommand (demo, sample, ot, bench).
+"""The ``driftax`` command: one module per subcommand (demo, sample, ot, bench, one per engine).
 
-Each module exposes ``add_parser(subparsers)``, which registers its subcommand with
-``set_defaults(func=run)``; ``run(args) -> int`` is the exit status.
+Every module of this package that defines ``add_parser(subparsers)`` is a subcommand: it
+registers itself with ``set_defaults(func=run)``, and ``run(args) -> int`` is the exit status.
+A module that also defines ``demo(out: Path) -> str`` contributes a section to ``driftax demo``.
+An engine adds its command by adding its module here; nothing else needs to change.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import pkgutil
 import sys
 
 from driftax import __version__
 
-_COMMANDS = ("demo", "sample", "ot", "bench")
+_FIRST = ("demo", "sample")  # listed first in --help; the engines follow in alphabetical order
+
+
+def commands() -> list:
+    """The subcommand modules, ``demo`` and ``sample`` first."""
+    names = [m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_")]
+    names = [n for n in _FIRST if n in names] + sorted(n for n in names if n not in _FIRST)
+    mods = [importlib.import_module(f"{__name__}.{n}") for n in names]
+    return [m for m in mods if hasattr(m, "add_parser")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="driftax", description="driftax: probabilistic inference and sampling on JAX.")
     parser.add_argument("--version", action="version", version=f"driftax {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in _COMMANDS:
-        importlib.import_module(f"driftax.cli.{name}").add_parser(sub)
+    for module in commands():
+        module.add_parser(sub)
     return parser
 
 

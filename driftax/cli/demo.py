@@ -110,9 +110,12 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     _sampling(out, args.seed, not args.no_progress)
 
-    from driftax.cli import ot
+    from driftax.cli import commands
 
-    _section("transport: Sinkhorn-Newton-Sparse against log-domain Sinkhorn")
-    print(ot.demo(out))
+    for module in commands():  # each engine's own part, from its command module's demo(out)
+        if module.__name__ != __name__ and hasattr(module, "demo"):
+            title = (module.demo.__doc__ or module.__name__).strip().splitlines()[0]
+            _section(title)
+            print(module.demo(out))
     print(f"\ndemo finished in {time.perf_counter() - t0:.0f} s; outputs in {out.resolve()}")
     return 0

@@ -156,7 +156,9 @@ def run(args) -> int:
 # --------------------------------------------------------------------------- demo
 
 def demo(outdir: Path) -> str:
-    """SNS against log-domain Sinkhorn on small problems; saves ``ot_plan.png``; returns a printable table."""
+    """transport: Sinkhorn-Newton-Sparse against log-domain Sinkhorn.
+
+    SNS and Sinkhorn on small problems; saves ``ot_plan.png``; returns a printable table."""
     import jax
     import matplotlib
 

@@ -16,19 +16,17 @@ the draws are all-gathered so every process returns the full InferenceData.
 from __future__ import annotations
 
 import functools
-import math
 import time
-import warnings
 from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from driftax._checks import check_int, check_real
+from driftax._sharding import batch_mesh, place, to_host
 from driftax.infer import adaptation, diagnostics, methods
 from driftax.models.base import Target
 from driftax.samplers import rng as fast_rng
@@ -76,36 +74,6 @@ def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.
         bad = np.unique(np.nonzero(~np.isfinite(x))[0]).tolist()
         raise ValueError(f"init has non-finite values (chains {bad})")
     return x
-
-
-# --- placement on the mesh ----------------------------------------------------------------------
-def _mesh(num_chains: int) -> Mesh:
-    """A 1-D mesh with the same number of devices from every process, dividing ``num_chains``."""
-    n_proc = jax.process_count()
-    if num_chains % n_proc:
-        raise ValueError(f"num_chains={num_chains} must be a multiple of the number of processes ({n_proc}) "
-                         "so that every host runs chains")
-    per_process = [[d for d in jax.devices() if d.process_index == p] for p in range(n_proc)]
-    n_local = math.gcd(num_chains // n_proc, min(len(d) for d in per_process))
-    devices = [d for local in per_process for d in local[:n_local]]
-    if len(devices) < jax.device_count():
-        warnings.warn(
-            f"num_chains={num_chains} does not divide over {jax.device_count()} devices; using "
-            f"{len(devices)}. Choose a multiple of the device count to use them all.", stacklevel=3)
-    return Mesh(np.array(devices), (_AXIS,))
-
-
-def _place(x: np.ndarray, mesh: Mesh, spec) -> jax.Array:
-    """A global array from a host array every process holds whole (one path for 1 or many hosts)."""
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda idx: x[idx])
-
-
-def _to_host(tree):
-    def get(a):
-        return np.asarray(a) if a.is_fully_addressable else np.asarray(
-            multihost_utils.process_allgather(a, tiled=True))
-    return jax.tree.map(get, tree)
 
 
 # --- the driver ---------------------------------------------------------------------------------
@@ -207,7 +175,7 @@ def sample(
     key_init, key_rng = jax.random.split(key)
     positions = _initial_positions(target, init, num_chains, key_init, dtype)
 
-    mesh = _mesh(num_chains)
+    mesh = batch_mesh(num_chains, _AXIS)
     n_dev = mesh.devices.size
     # Steps per noise block: up to 32, with at most _NOISE_BYTES of noise per device.
     chains_local = num_chains // n_dev
@@ -225,8 +193,8 @@ def sample(
                       block, draws_per_block, jnp.dtype(dtype))
 
     # Initial states; a start where the density or its gradient is not finite is an input error.
-    states = progs.init(_place(positions, mesh, P(_AXIS)))
-    lp0, grad_ok = _to_host((states.logdensity, progs.grad_finite(states)))
+    states = progs.init(place(positions, mesh, P(_AXIS)))
+    lp0, grad_ok = to_host((states.logdensity, progs.grad_finite(states)))
     bad = np.nonzero(~(np.isfinite(lp0) & grad_ok))[0]
     if bad.size:
         raise ValueError(
@@ -235,7 +203,7 @@ def sample(
 
     rng_states = np.stack([np.asarray(fast_rng.state_from_key(jax.random.fold_in(key_rng, d)))
                            for d in range(n_dev)])
-    rng_state = _place(rng_states, mesh, P(_AXIS))
+    rng_state = place(rng_states, mesh, P(_AXIS))
     ad_state = progs.ad_init(step_size, None if mass_matrix is None else (
         jnp.eye(dim, dtype=dtype) if mass_matrix == "dense" else jnp.ones(dim, dtype)))
     warmup_fn, sample_fn = progs.warmup, progs.sample
@@ -265,7 +233,7 @@ def sample(
     n_divergent = 0
     for c in range(n_d_chunks):
         states, rng_state, draws, stats = sample_fn(states, rng_state, final_step_size, imm)
-        draws, stats = _to_host((draws, stats))
+        draws, stats = to_host((draws, stats))
         lo, hi = c * d_chunk, min((c + 1) * d_chunk, num_samples)
         for name, arr in draws.items():
             posterior[name][:, lo:hi] = np.moveaxis(arr[: hi - lo], 0, 1)
