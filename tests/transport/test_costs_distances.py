@@ -119,3 +119,80 @@ def test_sqeuclidean_keeps_precision_far_from_the_origin():
                                ((x[:, None] - y[None]) ** 2).sum(-1), rtol=0, atol=1e-12)
     np.testing.assert_allclose(np.asarray(costs.sqeuclidean(x, dtype=jnp.float64)),
                                ((x[:, None] - x[None]) ** 2).sum(-1), rtol=0, atol=1e-12)
+
+
+def _pot_plan(a, b, C, eps):
+    return ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=100_000, stopThr=1e-14)
+
+
+def _weighted_clouds():
+    rng = np.random.default_rng(12)
+    x, y = rng.random((40, 2)), rng.random((30, 2)) + 0.3
+    wa, wb = rng.random(40) + 0.1, rng.random(30) + 0.1  # unnormalised: the functions normalise them
+    return x, y, wa, wb
+
+
+def test_weighted_sinkhorn_distance_matches_pot():
+    x, y, wa, wb = _weighted_clouds()
+    a, b = wa / wa.sum(), wb / wb.sum()
+    C = cdist(x, y, "sqeuclidean")
+    eps, tol = 0.05, 1e-10
+    ref = float(np.sum(C * _pot_plan(a, b, C, eps)))
+    d = float(tr.sinkhorn_distance(x, y, eps, a=wa, b=wb, tol=tol))
+    # |<C, P> - <C, P*>| <= max C |P - P*|_1, and |P - P*|_1 <= kappa * tol with kappa the conditioning of the
+    # linearised marginal map (measured 2.1 here: 1.95e-10 at an error of 9.4e-11); 5x kappa
+    assert abs(d - ref) <= C.max() * 5 * tol
+    # the weights matter (uniform weights give another value, by far more than the tolerance)
+    assert abs(float(tr.sinkhorn_distance(x, y, eps, tol=tol)) - d) > 1e3 * C.max() * 5 * tol
+    with pytest.raises(ValueError, match=r"a must have shape \(40,\)"):
+        tr.sinkhorn_distance(x, y, eps, a=wa[:-1])
+
+
+def test_weighted_sinkhorn_divergence_matches_pot():
+    x, y, wa, wb = _weighted_clouds()
+    a, b = wa / wa.sum(), wb / wb.sum()
+    eps, tol = 0.05, 1e-10
+
+    def reg(a, b, C):  # POT's primal objective <C, P> + eps sum P log P at its plan
+        P = _pot_plan(a, b, C, eps)
+        return float(np.sum(C * P) + eps * np.sum(P * np.log(P)))
+
+    pairs = [(a, b, cdist(x, y, "sqeuclidean")), (a, a, cdist(x, x, "sqeuclidean")),
+             (b, b, cdist(y, y, "sqeuclidean"))]
+    ref = reg(*pairs[0]) - 0.5 * reg(*pairs[1]) - 0.5 * reg(*pairs[2])
+    s = float(tr.sinkhorn_divergence(x, y, eps, a=wa, b=wb, tol=tol))
+    # each dual value D is concave with gradient (a - P1, b - P^T1): 0 <= D* - D <= tol * |z - z*|_inf, and the
+    # potentials (after the free shift) differ by at most their oscillation, max C + eps log(max w / min w)
+    # (c-transform); weights 1 + 1/2 + 1/2
+    osc = max(C.max() + eps * np.log(w.max() / w.min()) for w, _, C in pairs)
+    assert abs(s - ref) <= 2 * tol * 2 * osc
+    assert s > 0.05  # clouds shifted by 0.3: far from zero (and the bound above is ~1e-9)
+
+
+def test_epsilon_none_is_five_percent_of_the_mean_cost():
+    rng = np.random.default_rng(13)
+    x, y = rng.random((40, 2)), rng.random((30, 2))
+    C = cdist(x, y, "sqeuclidean")
+    eps = 0.05 * C.mean()  # the documented default
+    tol = 1e-10
+    ref = float(np.sum(C * _pot_plan(np.full(40, 1 / 40), np.full(30, 1 / 30), C, eps)))
+    d = float(tr.sinkhorn_distance(x, y, tol=tol))
+    # as in the weighted test: max C * 5 * kappa-bounded plan error
+    assert abs(d - ref) <= C.max() * 5 * tol
+    # another epsilon gives another value (by far more than the tolerance)
+    assert abs(float(tr.sinkhorn_distance(x, y, 2 * eps, tol=tol)) - d) > 1e3 * C.max() * 5 * tol
+
+
+@pytest.mark.parametrize("rescale", ["mean", "median"])
+@pytest.mark.parametrize("name,metric", [("sqeuclidean", "sqeuclidean"), ("euclidean", "euclidean"),
+                                         ("l1", "cityblock")])
+def test_rescale_mean_and_median(x64, pts, rescale, name, metric):
+    x, y = pts
+    ref = cdist(x, y, metric)
+    ref = ref / {"mean": np.mean, "median": np.median}[rescale](ref)
+    # float64 costs to ~1e-15 relative (scipy and driftax compute differently), the statistic likewise
+    np.testing.assert_allclose(costs.pairwise(x, y, name, rescale=rescale), ref, rtol=1e-10, atol=1e-12)
+    g = np.asarray(costs.grid_cost((3, 4), name, normalize=False, rescale=rescale))
+    pts_g = np.array([(i, j) for i in range(3) for j in range(4)], float)
+    gref = cdist(pts_g, pts_g, metric)
+    np.testing.assert_allclose(g, gref / {"mean": np.mean, "median": np.median}[rescale](gref), rtol=1e-12)

@@ -5,7 +5,7 @@ import ot
 import pytest
 
 from driftax import transport as tr
-from tests.transport.conftest import plan_np, point_clouds
+from tests.transport.conftest import marginal_error_np, marginal_error_rounding_bound, plan_np, point_clouds
 
 
 def _pot_reg_cost(P, C, eps):
@@ -186,11 +186,14 @@ def test_public_marginal_error_matches_solver_without_x64():
         err = tr.marginal_error(res.f, res.g, a, b, C, eps)
         assert err.dtype == jnp.float64
         ref = float(res.marginal_error)
-        assert abs(float(err) - ref) <= 1e-12 * max(ref, 1e-12) + 1e-18
-        # and equal to the independent numpy float64 computation
-        P = plan_np(res)
-        exact = np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum()
-        assert abs(float(err) - exact) <= 1e-6 * exact + 1e-15
+        # The two values come from separately compiled programs (the solver's final pass and this function), so
+        # they agree up to rounding, not bit for bit: the summation's rounding bound (conftest, derivation there),
+        # about 1e-13 here for errors of 1e-9 to 1e-11 (a float32 evaluation would differ by ~1e-7)
+        bound = marginal_error_rounding_bound(res, a, b, C)
+        assert bound < 1e-12
+        assert abs(float(err) - ref) <= bound
+        # and equal to the independent numpy float64 computation (within the same bound)
+        assert abs(float(err) - marginal_error_np(res, a, b)) <= bound
 
 
 @pytest.mark.parametrize("dtype,tol", [(jnp.float32, 1e-5), (jnp.float32, 3e-6), (jnp.float64, 1e-12)])
@@ -211,3 +214,31 @@ def test_stops_early_only_when_full_check_passes(dtype, tol):
             assert float(res.marginal_error) <= tol
             P = plan_np(res)
             assert np.abs(P.sum(1) - a).sum() + np.abs(P.sum(0) - b).sum() <= 2 * tol
+
+
+@pytest.mark.slow
+def test_norms_l2_and_linf_against_pot():
+    # norm="l2"/"linf": the reported error is that norm of the recomputed marginals, the stopping rule uses it, and
+    # the plan is POT's log-domain optimum
+    a, b, C = point_clouds(40, 30, weights=True, seed=12)
+    eps, tol = 0.02, 1e-9
+    P_pot = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=100_000, stopThr=1e-14)
+    iters = {}
+    for norm in ("l1", "l2", "linf"):
+        for solver in (tr.sinkhorn, tr.sns) if norm == "linf" else (tr.sinkhorn,):  # (SNS compiles slowly)
+            res = solver(a, b, C, eps, tol=tol, norm=norm)
+            assert bool(res.converged), (norm, solver)
+            err_np = marginal_error_np(res, a, b, norm)
+            bound = marginal_error_rounding_bound(res, a, b, C)
+            assert abs(float(res.marginal_error) - err_np) <= bound
+            assert err_np <= tol + bound
+            # the plan moves by the (l1) marginal error times the conditioning of the linearised marginal map,
+            # measured 3.1 on this problem for every norm and both solvers; 5x
+            l1 = marginal_error_np(res, a, b, "l1")
+            assert np.abs(plan_np(res) - P_pot).sum() <= 5 * l1 + 1e-13
+            if solver is tr.sinkhorn:
+                iters[norm] = int(res.iterations)
+    # Sinkhorn's iterates do not depend on the norm, and |v|_inf <= |v|_2 <= |v|_1: it stops no later (measured
+    # 360, 377, 412 sweeps)
+    assert iters["linf"] <= iters["l2"] <= iters["l1"]
+    assert iters["linf"] < iters["l1"]
