@@ -7,7 +7,9 @@ into preallocated host arrays and the progress bar advances, so the bar never en
 code and device memory never holds more than one chunk of draws. Each device carries its own
 generator state and draws the noise of its chains in blocks of steps (`driftax.samplers.rng`);
 the draws are reproducible from the seed for a given number of devices, chains, dimension and
-thinning (these set the block layout), and do not depend on ``chunk_size`` or ``progress``.
+thinning (these set the block layout). ``chunk_size`` and ``progress`` do not change which noise
+drives which step (padding steps of the last warm-up chunk draw none), so they change the draws
+only through floating-point rounding where XLA compiles the chunk programs differently.
 
 Several hosts join through ``jax.distributed.initialize`` before calling `sample`; every
 process then calls `sample` with the same arguments, each runs the chains of its devices, and
@@ -129,7 +131,10 @@ def sample(
         Steps (warm-up) or draws (sampling) per compiled call, rounded up to a whole number of
         noise blocks (up to 32 steps); default: about 1/10 of the warm-up and 1/20 of the draws.
     unroll
-        ``lax.scan`` unroll factor of the inner loop (a speed knob; results are unchanged).
+        ``lax.scan`` unroll factor of the inner loop (a speed knob). The same noise drives the same
+        steps, but XLA may fuse unrolled steps differently, so draws can differ by rounding
+        (measured: about 1e-6 in float32), and where a rounding difference flips an
+        accept/reject decision the two chains part ways from there on.
 
     Returns
     -------
@@ -221,7 +226,7 @@ def sample(
         warmup_divergences += n_div
         bar.update(min(w_chunk, num_warmup - c * w_chunk))
         bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
-                        accept=f"{float(np.asarray(acc).mean()):.2f}", refresh=False)
+                        accept=f"{float(np.nanmean(np.asarray(acc))):.2f}", refresh=False)
     final_step_size, imm = progs.ad_final(ad_state)
     final_step_size = jnp.asarray(final_step_size, dtype)
 
@@ -312,16 +317,23 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             # a window closing inside the block changes the metric from the next step on
             m = lax.cond(end, lambda: metric(ad.inverse_mass_matrix), lambda: m) if mass_matrix == "dense" \
                 else ad.inverse_mass_matrix
-            n_div = lax.psum(jnp.sum(info.diverging & active), _AXIS)
-            acc = lax.pmean(jnp.mean(info.acceptance_rate), _AXIS)
-            return (new, ad, m), (acc, n_div)
+            n_div = lax.psum(jnp.sum(info.diverging & active, dtype=jnp.int32), _AXIS)
+            acc = lax.pmean(jnp.mean(info.acceptance_rate).astype(dtype), _AXIS)
+            return (new, ad, m), (jnp.where(active, acc, jnp.nan), n_div)
 
-        def block_fn(carry, x):
+        def run_block(carry, x):
             chain_states, rs, ad = carry
             rs, noise = fast_rng.normal(rs[0], (block, chain_states.logdensity.shape[0], n_noise), dtype)
             m = metric(ad.inverse_mass_matrix) if ad.inverse_mass_matrix is not None else None
             (chain_states, ad, _), out = lax.scan(one, (chain_states, ad, m), (noise,) + x, unroll=unroll)
             return (chain_states, rs[None], ad), out
+
+        def block_fn(carry, x):
+            # A block wholly past the warm-up (padding of the last chunk) is skipped without drawing
+            # its noise, so the stream the sampling phase starts from depends on num_warmup only,
+            # never on chunk_size. (The predicate is replicated: every device takes the same branch.)
+            idle = (carry, (jnp.full((block,), jnp.nan, dtype), jnp.zeros((block,), jnp.int32)))
+            return lax.cond(jnp.any(x[0] != adaptation.OFF), run_block, lambda c, _: idle, carry, x)
 
         (chain_states, rs, ad), (acc, n_div) = lax.scan(block_fn, (chain_states, rs, ad), (stages, ends))
         return chain_states, rs, ad, acc, n_div

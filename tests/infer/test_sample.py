@@ -58,9 +58,11 @@ def test_inference_data_layout_and_stats(gauss_run):
         assert idata.sample_stats[name].shape == (8, 4000)
     # Dual averaging aims at MALA's 0.574. Its final step size is the weighted average of log step sizes
     # over Stan's 50-step closing window, which trails the iterates, so realised acceptance sits at or a
-    # little above the target (as in Stan); 0.55-0.70 is within MALA's efficient range (Roberts &
-    # Rosenthal 1998), while the unadapted default step (0.1 here) accepts 0.89.
-    assert 0.55 < float(idata.sample_stats.acceptance_rate.mean()) < 0.70
+    # little above the target (as in Stan). Its spread is that of the final step size: this very run
+    # over seeds 0-23 gave mean 0.590, sd 0.029, range 0.528-0.632. Mean +- 4 sd = (0.47, 0.71) fails
+    # a correct sampler with probability ~1e-4, and still rejects the unadapted default step (0.1
+    # here), which accepts 0.89.
+    assert 0.47 < float(idata.sample_stats.acceptance_rate.mean()) < 0.71
     assert not bool(idata.sample_stats.diverging.any())
     summary = az.summary(idata)
     # ~100 effective draws per chain: split R-hat - 1 is ~1/(2 n_eff per half-chain) = 0.01 give or take
@@ -110,6 +112,43 @@ def test_every_draw_is_the_right_step(num_warmup, num_samples, thinning, chunk_s
                             init=np.zeros(2), progress=False, mass_matrix=None)
     expected = num_warmup + thinning * (np.arange(num_samples) + 1)
     np.testing.assert_array_equal(idata.posterior["x"].values[..., 0], np.broadcast_to(expected, (2, num_samples)))
+
+
+def test_lp_is_the_log_density_at_the_kept_draws(gauss_run):
+    """sample_stats.lp must be log p of the draw it sits beside (not of the proposal, not one step off).
+    The kernel computed it in float32 inside the loop; recomputing it in float64 leaves the float32
+    rounding of the quadratic form: |lp| <= ~40 here, 20 terms, so ~1e-5 absolute (rtol 1e-5 on
+    lp's scale plus 1e-4)."""
+    target, idata = gauss_run
+    x = idata.posterior["x"].values[:, ::97].astype(np.float64)
+    lp = idata.sample_stats["lp"].values[:, ::97]
+    prec = np.linalg.inv(np.asarray(target.cov))
+    d = x - np.asarray(target.mean)
+    ref = -0.5 * np.einsum("cdi,ij,cdj->cd", d, prec, d)
+    np.testing.assert_allclose(lp, ref, rtol=1e-5, atol=1e-4)
+
+
+def _mala_draws(**kwargs):
+    target = dx.models.Target(lambda x: -0.5 * jnp.sum(x**2 * jnp.arange(1.0, 4.0)), 3)
+    return dx.infer.sample(target, num_chains=4, num_samples=200, seed=5, progress=False, **kwargs).posterior["x"].values
+
+
+@pytest.mark.parametrize("num_warmup", [100, 300])
+def test_chunk_size_does_not_change_the_draws(num_warmup):
+    """The docstring's promise, with a kernel that uses its noise (MALA): padding steps of the last
+    warm-up chunk draw no noise, so every chunk size gives the same chains. Before the fix chunk
+    sizes 96, 200 (num_warmup=100) and 1000 (300) shifted the stream: differences of 7-8.
+    Same noise for the same step leaves only rounding where XLA compiles the chunk programs
+    differently: float32 ulps (1e-7 relative) per step, contracted by this stable Gaussian chain,
+    well under 1e-4 over 500 steps unless one accept/reject decision flips (probability ~1e-7 a step)."""
+    ref = _mala_draws(num_warmup=num_warmup)
+    for chunk_size in (7, 96, 200, 1000):
+        np.testing.assert_allclose(_mala_draws(num_warmup=num_warmup, chunk_size=chunk_size), ref, atol=1e-4)
+
+
+def test_unroll_changes_rounding_only():
+    """unroll re-fuses the steps (measured max difference ~3e-6 here); the chains stay the same chains."""
+    np.testing.assert_allclose(_mala_draws(num_warmup=300, unroll=4), _mala_draws(num_warmup=300), atol=1e-4)
 
 
 @pytest.mark.parametrize("num_warmup", [10, 19, 20, 50, 100, 149, 150, 300])
