@@ -7,7 +7,9 @@ with a compiled loop therefore carry a generator *state* (``uint32[4]``) and dra
 noise with :func:`normal`. Same seed, same stream. The generator is Threefry-2x32, as in
 ``jax.random``, but XLA's native kernel with its own counter layout: the numbers differ from
 ``jax.random.normal``'s for the same key. Normals come from 23-bit uniforms, as in float32
-``jax.random.normal`` (tails are cut near 5.3 sd, probability 1e-7), also when ``dtype`` is float64.
+``jax.random.normal``, also when ``dtype`` is float64: the uniform lies in
+:math:`[-1 + 2^{-24}, 1 - 2^{-22}]`, so the tails are cut at :math:`-5.42` and :math:`+5.17` sd
+(tail probabilities :math:`3\cdot10^{-8}` and :math:`1.2\cdot10^{-7}`).
 
 Bits become normals by inverse CDF, as ``jax.random.normal`` does:
 ``u ∈ (-1, 1)`` from the 23 high bits, ``z = √2 · erfinv(u)``.
