@@ -1,0 +1,292 @@
+r"""Particle filters for `driftax.models.ssm.StateSpaceModel`: resampling, bootstrap and conditional SMC,
+backward sampling.
+
+Bootstrap particle filter (Gordon, Salmond, Smith 1993): at ``t = 0`` draw ``ξ_0^i ~ η``, weight
+``ω_0^i = g_0(ξ_0^i)``; at ``t ≥ 1`` (if the effective sample size ``1/Σ W²`` of the normalised weights
+``W`` is below ``ess_threshold · N``, or always for ``ess_threshold = 1``) draw ancestors
+``A^i ~ W`` and reset the carried weights to 1, propagate ``ξ_t^i ~ q_t(ξ_{t-1}^{A^i}, ·)`` and
+multiply the carried weight by ``g_t(ξ_t^i)``. The log-likelihood estimate
+``log Ẑ = Σ_t log(Σ_i ω̄_{t-1}^i g_t(ξ_t^i) / Σ_i ω̄_{t-1}^i)`` (``ω̄`` the carried weights) is
+unbiased for ``Z = p(y_{0:T-1})`` on the natural scale (Del Moral 2004, Thm 7.4.2).
+
+Resampling schemes (Douc, Cappé, Moulines 2005): ``multinomial`` (i.i.d. inverse-CDF draws),
+``stratified`` (one uniform per stratum ``[(i-1)/N, i/N)``), ``systematic`` (one uniform shifted by
+``i/N``), ``residual`` (``⌊N W^i⌋`` copies, the rest multinomial on the residual weights). All four are
+unbiased: ``E[#{j: A^j = i}] = N W^i``.
+
+Conditional SMC (Andrieu, Doucet, Holenstein 2010): slot 0 holds a frozen reference path ``ζ`` at
+every step (its ancestor is slot 0), is weighted like the others and is available as an ancestor;
+the other slots resample multinomially every step, which makes the kernel leave the smoothing law
+invariant.
+
+Backward sampling (Godsill, Doucet, West 2004): given particles ``ξ_{t+1}^m`` draw
+``J^m = l`` with probability ``∝ ω_t^l q_{t+1}(ξ_t^l, ξ_{t+1}^m)``. ``"exact"`` computes the full
+``(M, N)`` weights and inverts each row's CDF. ``"hybrid"`` (Douc, Garivier, Moulines, Olsson 2011)
+proposes ``l ~ ω_t`` and accepts with probability ``q/q̄`` (``q̄`` the model's bound), for at most
+``max_trials`` proposals drawn at once (static shapes); the draws still unaccepted get the exact
+draw, computed ``chunk`` rows at a time inside a ``while_loop`` so the cost stays ``O(chunk · N)`` per
+pass. The result has exactly the backward law either way (a capped accept-reject mixed with exact
+draws on failure is exact).
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.scipy.special import logsumexp
+
+__all__ = ["RESAMPLING", "BACKWARD", "resample", "ess", "FilterOutput", "bootstrap_filter",
+           "conditional_smc", "backward_indices", "backward_paths", "trace_paths", "gather_paths", "log_g_batch",
+           "filter_init", "filter_step", "StepOut"]
+
+RESAMPLING = ("multinomial", "systematic", "stratified", "residual")
+BACKWARD = ("exact", "hybrid")
+
+
+# --- weights and resampling ---------------------------------------------------------------------
+def ess(log_weights):
+    """Effective sample size ``(Σ ω)² / Σ ω²`` of unnormalised log-weights."""
+    w = jnp.exp(log_weights - jnp.max(log_weights))
+    return jnp.sum(w) ** 2 / jnp.sum(w * w)
+
+
+def _cdf(log_weights):
+    w = jnp.exp(log_weights - jnp.max(log_weights))
+    c = jnp.cumsum(w)
+    return c / c[-1]
+
+
+def _invert(cdf, u):
+    """Indices ``i`` with ``cdf[i-1] <= u < cdf[i]`` (clipped: float rounding can leave ``cdf[-1] < 1``)."""
+    return jnp.clip(jnp.searchsorted(cdf, u, side="right"), 0, cdf.shape[0] - 1)
+
+
+def resample(key, log_weights, num: int | None = None, scheme: str = "systematic"):
+    """``num`` ancestor indices (default ``N``) drawn from the normalised weights by ``scheme``.
+
+    Every scheme is unbiased: ``E[#{j: A^j = i}] = num · W^i``.
+    """
+    n = log_weights.shape[0]
+    num = n if num is None else num
+    cdf = _cdf(log_weights)
+    dtype = cdf.dtype
+    if scheme == "multinomial":
+        return _invert(cdf, jax.random.uniform(key, (num,), dtype))
+    if scheme == "stratified":
+        u = (jnp.arange(num, dtype=dtype) + jax.random.uniform(key, (num,), dtype)) / num
+        return _invert(cdf, u)
+    if scheme == "systematic":
+        u = (jnp.arange(num, dtype=dtype) + jax.random.uniform(key, (), dtype)) / num
+        return _invert(cdf, u)
+    if scheme == "residual":
+        w = jnp.diff(cdf, prepend=jnp.zeros((1,), dtype))
+        counts = jnp.floor(num * w).astype(jnp.int32)
+        det = jnp.repeat(jnp.arange(n), counts, total_repeat_length=num)
+        n_det = jnp.sum(counts)
+        resid = jnp.maximum(num * w - counts, 0.0)
+        # if every weight is an exact multiple of 1/num the residual is 0 and no slot needs it
+        resid = jnp.where(jnp.sum(resid) > 0, resid, jnp.ones_like(resid))
+        rand = _invert(jnp.cumsum(resid) / jnp.sum(resid), jax.random.uniform(key, (num,), dtype))
+        return jnp.where(jnp.arange(num) < n_det, det, rand)
+    raise ValueError(f"scheme must be one of {RESAMPLING}, got {scheme!r}")
+
+
+def log_g_batch(model, theta, t, xs, y):
+    """``log g_θ(t; ξ^i, y)`` for every particle (0 on a missing row of a model that allows it)."""
+    return jax.vmap(lambda x: model.log_g(theta, t, x, y))(xs)
+
+
+# --- one step of the filter (shared by the bootstrap filter, conditional SMC and PaRIS) -----------
+class StepOut(NamedTuple):
+    x: jax.Array
+    log_weights: jax.Array
+    ancestors: jax.Array
+    loglik_increment: jax.Array
+    resampled: jax.Array
+
+
+def filter_init(key, model, theta, y0, num_particles: int, reference0=None):
+    """``(ξ_0, log ω_0, log Ẑ_0)``; slot 0 is ``reference0`` when given."""
+    x = model.init_sample(key, theta, num_particles)
+    if reference0 is not None:
+        x = x.at[0].set(reference0)
+    lw = log_g_batch(model, theta, 0, x, y0)
+    return x, lw, logsumexp(lw) - jnp.log(num_particles)
+
+
+def filter_step(key, model, theta, t, x, log_weights, y, *, scheme="systematic", ess_threshold=1.0,
+                reference=None) -> StepOut:
+    """Resample (adaptively) and propagate from ``t-1`` to ``t``; ``reference`` freezes slot 0 (CSMC)."""
+    n = x.shape[0]
+    k_res, k_mov = jax.random.split(key)
+    if reference is None:
+        do = ess(log_weights) < ess_threshold * n if ess_threshold < 1.0 else jnp.array(True)
+        anc = lax.cond(do, lambda: resample(k_res, log_weights, n, scheme), lambda: jnp.arange(n))
+        carried = jnp.where(do, jnp.zeros_like(log_weights), log_weights)
+    else:  # conditional: multinomial every step, slot 0 descends from slot 0
+        do = jnp.array(True)
+        anc = resample(k_res, log_weights, n, "multinomial").at[0].set(0)
+        carried = jnp.zeros_like(log_weights)
+    x_new = model.transition_sample(k_mov, theta, t, x[anc])
+    if reference is not None:
+        x_new = x_new.at[0].set(reference)
+    lw = carried + log_g_batch(model, theta, t, x_new, y)
+    inc = logsumexp(lw) - logsumexp(carried)
+    return StepOut(x_new, lw, anc, inc, do)
+
+
+class FilterOutput(NamedTuple):
+    """The particle history: ``particles (T, N, d)``, unnormalised ``log_weights (T, N)`` of the weighted
+    sample targeting ``x_t | y_{0:t}``, ``ancestors (T, N)`` (into ``t-1``; identity at ``t = 0``),
+    the log-likelihood estimate, ESS before each resampling decision and whether it resampled.
+    ``finite`` is False when a weight or the estimate went non-finite (all weights zero, NaN states).
+    """
+
+    particles: jax.Array
+    log_weights: jax.Array
+    ancestors: jax.Array
+    loglik: jax.Array
+    ess: jax.Array
+    resampled: jax.Array
+    finite: jax.Array
+
+
+def _run_filter(key, model, theta, ys, num_particles, scheme, ess_threshold, reference):
+    ys = jnp.asarray(ys)
+    T = ys.shape[0]
+    k0, ks = jax.random.split(key)
+    x0, lw0, ll0 = filter_init(k0, model, theta, ys[0], num_particles,
+                               None if reference is None else reference[0])
+
+    def body(carry, inp):
+        x, lw, ll = carry
+        k, t, y, r = inp
+        e = ess(lw)
+        out = filter_step(k, model, theta, t, x, lw, y, scheme=scheme, ess_threshold=ess_threshold,
+                          reference=r if reference is not None else None)
+        return (out.x, out.log_weights, ll + out.loglik_increment), (out.x, out.log_weights, out.ancestors, e,
+                                                                     out.resampled)
+
+    refs = reference[1:] if reference is not None else jnp.zeros((T - 1,))
+    (_, _, ll), (xs, lws, ancs, es, rs) = lax.scan(
+        body, (x0, lw0, ll0), (jax.random.split(ks, T - 1), jnp.arange(1, T), ys[1:], refs))
+    n = num_particles
+    xs = jnp.concatenate([x0[None], xs])
+    lws = jnp.concatenate([lw0[None], lws])
+    ancs = jnp.concatenate([jnp.arange(n)[None], ancs])
+    es = jnp.concatenate([jnp.array([float(n)], es.dtype), es])
+    rs = jnp.concatenate([jnp.array([False]), rs])
+    finite = jnp.isfinite(ll) & jnp.all(jnp.isfinite(xs)) & jnp.all(jnp.any(jnp.isfinite(lws), axis=1))
+    return FilterOutput(xs, lws, ancs, ll, es, rs, finite)
+
+
+def bootstrap_filter(key, model, theta, ys, num_particles: int, *, scheme: str = "systematic",
+                     ess_threshold: float = 1.0) -> FilterOutput:
+    """The bootstrap particle filter (module docstring); ``ess_threshold = 1`` resamples every step.
+
+    Pure and jit-able (``model``, ``num_particles``, ``scheme`` static); inputs are not validated here
+    (`driftax.infer.smoothing` validates at the boundary).
+    """
+    if scheme not in RESAMPLING:
+        raise ValueError(f"scheme must be one of {RESAMPLING}, got {scheme!r}")
+    return _run_filter(key, model, theta, ys, num_particles, scheme, ess_threshold, None)
+
+
+def conditional_smc(key, model, theta, ys, reference, num_particles: int) -> FilterOutput:
+    """Conditional SMC with the reference path ``reference (T, d)`` frozen in slot 0 (module docstring)."""
+    return _run_filter(key, model, theta, ys, num_particles, "multinomial", 1.0, reference)
+
+
+# --- backward sampling --------------------------------------------------------------------------
+def _pair_logq(model, theta, t, x_prev, x_next):
+    """``log q_t(x_prev[i], x_next[i])`` for paired rows."""
+    return jax.vmap(lambda a, b: model.transition_logpdf(theta, t, a, b))(x_prev, x_next)
+
+
+def _exact_rows(key, model, theta, t, x_prev, log_weights, x_next):
+    """Exact backward indices for the rows of ``x_next``: inverse CDF of ``ω^l q(ξ^l, x)`` per row."""
+    logq = jax.vmap(lambda b: jax.vmap(lambda a: model.transition_logpdf(theta, t, a, b))(x_prev))(x_next)
+    logits = log_weights[None, :] + logq
+    w = jnp.exp(logits - jnp.max(logits, axis=1, keepdims=True))
+    c = jnp.cumsum(w, axis=1)
+    u = jax.random.uniform(key, (x_next.shape[0], 1), c.dtype) * c[:, -1:]
+    return jnp.minimum(jnp.sum(c <= u, axis=1), x_prev.shape[0] - 1)
+
+
+def backward_indices(key, model, theta, t, x_prev, log_weights, x_next, *, method: str = "hybrid",
+                     max_trials: int = 8, chunk: int | None = None):
+    r"""Indices ``J (M,)`` with ``P(J^m = l) ∝ ω^l q_t(x_prev[l], x_next[m])``.
+
+    ``t`` is the time of ``x_next``. ``method="exact"`` costs ``O(M N)``; ``"hybrid"`` (needs
+    ``model.transition_log_bound``) draws ``max_trials`` proposals from ``ω`` for every row at once and
+    accepts the first with ``log U < log q - log q̄``, then draws the unaccepted rows exactly, ``chunk``
+    rows per pass (default ``max(1, M // 16)``). Returns ``(J, number of exact fall-backs)``.
+    """
+    M = x_next.shape[0]
+    if method == "exact" or model.transition_log_bound is None:
+        return _exact_rows(key, model, theta, t, x_prev, log_weights, x_next), jnp.int32(M)
+    if method != "hybrid":
+        raise ValueError(f"backward method must be one of {BACKWARD}, got {method!r}")
+    k_prop, k_acc, k_fb = jax.random.split(key, 3)
+    cdf = _cdf(log_weights)
+    cand = _invert(cdf, jax.random.uniform(k_prop, (max_trials, M), cdf.dtype))
+    logq = _pair_logq(model, theta, t, x_prev[cand.reshape(-1)], jnp.tile(x_next, (max_trials, 1)))
+    bound = model.transition_log_bound(theta, t)
+    log_u = jnp.log(jax.random.uniform(k_acc, (max_trials, M), cdf.dtype))
+    acc = log_u < logq.reshape(max_trials, M) - bound
+    first = jnp.argmax(acc, axis=0)
+    J = jnp.take_along_axis(cand, first[None], axis=0)[0]
+    pending = ~jnp.any(acc, axis=0)
+    chunk = max(1, M // 16) if chunk is None else chunk
+
+    def cond(s):
+        return jnp.any(s[1])
+
+    def body(s):
+        J, pending, i = s
+        (rows,) = jnp.nonzero(pending, size=chunk, fill_value=M)
+        safe = jnp.minimum(rows, M - 1)
+        draws = _exact_rows(jax.random.fold_in(k_fb, i), model, theta, t, x_prev, log_weights, x_next[safe])
+        J = J.at[rows].set(draws, mode="drop")
+        pending = pending.at[rows].set(False, mode="drop")
+        return J, pending, i + 1
+
+    n_fb = jnp.sum(pending)
+    J, _, _ = lax.while_loop(cond, body, (J, pending, jnp.int32(0)))
+    return J, n_fb
+
+
+def backward_paths(key, model, theta, out: FilterOutput, num_paths: int, *, method: str = "hybrid",
+                   max_trials: int = 8):
+    """Forward filtering, backward sampling: ``num_paths`` index paths ``(T, M)`` through ``out``'s cloud,
+    each a draw from the particle approximation of the smoothing law, and the total exact fall-backs."""
+    T = out.particles.shape[0]
+    k_end, k_back = jax.random.split(key)
+    last = resample(k_end, out.log_weights[-1], num_paths, "multinomial")
+
+    def body(idx, inp):
+        k, t = inp  # draw the index at t-1 given the particles at t
+        J, nfb = backward_indices(k, model, theta, t, out.particles[t - 1], out.log_weights[t - 1],
+                                  out.particles[t][idx], method=method, max_trials=max_trials)
+        return J, (J, nfb)
+
+    _, (idx, nfb) = lax.scan(body, last, (jax.random.split(k_back, T - 1), jnp.arange(T - 1, 0, -1)))
+    return jnp.concatenate([idx[::-1], last[None]], 0), jnp.sum(nfb)
+
+
+def trace_paths(back_index, last):
+    """Paths ``(T, M)`` of indices from stored backward (or ancestor) indices ``back_index (T, N)``
+    (``back_index[t][i]`` points into ``t-1``) ending at ``last (M,)``."""
+    def body(idx, b):
+        prev = b[idx]
+        return prev, prev
+
+    _, idx = lax.scan(body, last, back_index[1:][::-1])
+    return jnp.concatenate([idx[::-1], last[None]], 0)
+
+
+def gather_paths(particles, index_paths):
+    """States ``(M, T, d)`` of index paths ``(T, M)`` through ``particles (T, N, d)``."""
+    return jnp.swapaxes(jnp.take_along_axis(particles, index_paths[:, :, None], axis=1), 0, 1)
