@@ -1,0 +1,625 @@
+"""Gaussian variational inference in the Bures-Wasserstein space: FB-GVI, its stochastic form, BW-SGD,
+batch-and-match.
+
+All methods minimise ``KL(q | pi)`` over Gaussians ``q = N(m, S)`` for a target ``pi ∝ exp(-V)``,
+``V = -target.logdensity_fn`` (in the target's unconstrained space). ``KL(q | pi) = E_q[V] - H(q) + log Z``:
+a smooth potential energy plus the negative entropy, a composite objective on the Bures-Wasserstein space
+of Gaussians (the space of Gaussians with the 2-Wasserstein metric, see :mod:`driftax.transport.bures`).
+
+**FB-GVI** (Diao, Balasubramanian, Chewi & Salim, "Forward-backward Gaussian variational inference via JKO
+in the Bures-Wasserstein space", ICML 2023, Algorithm 1), step size ``h``:
+
+1. forward (a Bures-Wasserstein gradient step on the energy ``E_q[V]``)::
+
+       m+ = m - h E_q[grad V],   M = I - h E_q[hess V],   S_half = M S M
+
+2. backward (the JKO / proximal step of the negative entropy, in closed form, Diao et al. Lemma 1)::
+
+       S+ = 1/2 (S_half + 2 h I + [S_half (S_half + 4 h I)]^{1/2})
+
+   i.e. each eigenvalue ``s`` of ``S_half`` becomes ``(s + 2h + sqrt(s (s + 4h))) / 2 >= h``, so ``S+`` is
+   positive definite for every ``h > 0`` and every (even indefinite) Hessian, without any clipping. It is the
+   minimiser of ``-log det S' / 2 + W2^2(N(0, S'), N(0, S_half)) / (2h)`` over Gaussians (tested against
+   numerical optimisation). Here it is computed from the SVD ``M C = U diag(sigma) W^T`` of the current
+   square-root factor ``C`` (``S = C C^T``): ``S_half = U diag(sigma^2) U^T`` has non-negative eigenvalues
+   *by construction* (no round-off negative eigenvalue to clip), and the new factor is
+   ``U diag(sqrt(phi(sigma^2)))``.
+
+Expectations: ``method="fb"`` (deterministic FB-GVI) uses the degree-3 spherical cubature rule (the ``2d``
+points ``m ± sqrt(d) C e_i``, equal weights; Arasaratnam & Haykin 2009; ``C`` the
+principal-axes factor ``U diag(sqrt(lambda))`` of ``S``, kept as the state, so the point set depends on
+``(m, S)`` only), exact for polynomial integrands of
+degree <= 3: on a Gaussian target ``E[grad V]``, ``E[hess V]`` and ``E[V]`` are exact and FB-GVI converges to
+the target itself (linearly, ``W2`` contracting by ``(1 - alpha h)`` per step for an alpha-strongly
+log-concave target and ``h <= 1/beta``, Diao et al. Thm. 1). ``method="stochastic_fb"`` replaces them by
+``num_samples`` draws ``X ~ q`` per step (Diao et al. Algorithm 2); its last iterate has a noise floor,
+removed by ``average="tail"`` (the arithmetic average of ``(m, S)`` over the second half of the iterates).
+
+Hessian: ``hessian="autodiff"`` evaluates ``hess V`` by forward-over-reverse autodiff (counted as ``d``
+gradient evaluations); ``hessian="stein"`` uses the gradient-only Stein identity: for ``X = m + C u``,
+``u ~ N(0, I)``, ``E[hess V(X)] = C^{-T} E[u grad V(X)^T]`` (Gaussian integration by parts), symmetrised; the
+cubature rule keeps it exact on Gaussian targets.
+
+**BW-SGD** (Lambert, Chewi, Bach, Bonnabel & Rigollet, "Variational inference via Wasserstein gradient
+flows", NeurIPS 2022): the same mean step, and ``S+ = M S M`` with ``M = I - h (E[hess V] - S^{-1})``: the
+explicit Bures-Wasserstein gradient step on the whole KL (``"bw_gd"`` with cubature expectations,
+``"bw_sgd"`` with ``num_samples`` draws per step). It needs ``h`` small (``M`` may lose definiteness
+and the iterates diverge for large ``h``, where FB-GVI does not).
+
+**Batch-and-match** (Cai, Modi, Pillaud-Vivien, Margossian, Gower, Blei & Saul, "Batch and match: black-box
+variational inference with a score-based divergence", ICML 2024, Algorithm 1), gradient-only: with ``B``
+draws ``z_b ~ q`` and scores ``g_b = grad log pi(z_b)``, means ``z̄, ḡ``, covariances ``C_z, C_g`` of the
+batch and ``lambda`` the step size::
+
+    U = lambda C_g + lambda / (1 + lambda) ḡ ḡ^T,   V = S + lambda C_z + lambda / (1 + lambda) (m - z̄)(m - z̄)^T
+    S+ = solution of S+ U S+ + S+ = V = V^{1/2} f(V^{1/2} U V^{1/2}) V^{1/2},  f(mu) = 2 / (1 + sqrt(1 + 4 mu))
+    m+ = m / (1 + lambda) + lambda / (1 + lambda) (S+ ḡ + z̄)
+
+(the symmetric form of the paper's ``2 V (I + (I + 4 U V)^{1/2})^{-1}``; ``S+`` is positive definite).
+
+Cost per step: the dense ``d x d`` linear algebra (an SVD or two symmetric eigendecompositions, ``O(d^3)``)
+plus the gradients: ``2d`` (``fb``, Stein), ``2d (d + 1)`` (``fb``, autodiff), ``num_samples (d + 1)`` or
+``num_samples`` (stochastic forms), ``B`` (batch-and-match). Dimensions up to a few hundred run on a CPU;
+``gaussian_vi(seed=[...])`` fits several seeds in one compiled, ``vmap``-ed program.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+import numbers
+from typing import Any, Callable, NamedTuple, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from driftax._checks import check_int, check_real
+from driftax.models.base import Target, as_target
+from driftax.transport import bures
+
+__all__ = ["gaussian_vi", "GaussianApprox", "jko_entropy_step", "build_step", "hessian_estimates", "VIState",
+           "VIInfo", "METHODS"]
+
+METHODS = ("fb", "stochastic_fb", "bw_gd", "bw_sgd", "batch_match")
+_DETERMINISTIC = ("fb", "bw_gd")
+_DEFAULT_SAMPLES = {"fb": None, "bw_gd": None, "stochastic_fb": 1, "bw_sgd": 1, "batch_match": 10}
+_LOG_2PI = math.log(2.0 * math.pi)
+
+
+# --------------------------------------------------------------------------- the closed-form JKO step
+def jko_entropy_step(factor: jax.Array, h) -> jax.Array:
+    """Backward step of FB-GVI: a square-root factor of ``S+ = 1/2 (S + 2hI + [S (S + 4hI)]^{1/2})``.
+
+    ``factor`` is any ``C`` with ``S = C C^T``; the result ``C+`` satisfies ``C+ C+^T = S+``, the minimiser
+    of ``-1/2 log det S' + W2^2(N(0, S'), N(0, S)) / (2h)`` (Diao et al. 2023, Lemma 1). Eigenvalues come
+    from the SVD of ``C``, so they are ``sigma^2 >= 0`` exactly and ``S+ >= h I``; ``C+ = U diag(sqrt(phi))``
+    is the principal-axes factor of ``S+`` (its columns are the eigenvectors scaled by the square roots of
+    the eigenvalues).
+    """
+    u, sig, _ = jnp.linalg.svd(factor, full_matrices=False)
+    s = sig * sig
+    phi = 0.5 * (s + 2.0 * h + jnp.sqrt(s * (s + 4.0 * h)))
+    return u * jnp.sqrt(phi)
+
+
+def hessian_estimates(logdensity_fn: Callable, mean, factor, u, hessian: str = "autodiff") -> jax.Array:
+    """Per-point estimates of ``E_q[hess V]`` (``V = -log pi``) at ``x_k = mean + factor u_k``, shape ``(n, d, d)``.
+
+    ``"autodiff"``: ``hess V(x_k)``. ``"stein"``: ``C^{-T} u_k grad V(x_k)^T`` (``C = factor``), unbiased for
+    ``u_k ~ N(0, I)`` by Gaussian integration by parts, ``E[u grad V(m + C u)^T] = C^T E[hess V]``; not
+    symmetric per point (the methods symmetrise the average).
+    """
+    x = mean + u @ factor.T
+    if hessian == "autodiff":
+        return -jax.vmap(jax.jacfwd(jax.grad(logdensity_fn)))(x)
+    g = -jax.vmap(jax.grad(logdensity_fn))(x)
+    c_inv_t = jnp.linalg.inv(factor).T
+    return jnp.einsum("ij,kj,kl->kil", c_inv_t, u, g)
+
+
+# --------------------------------------------------------------------------- state, info
+class VIState(NamedTuple):
+    """Iterate of a Bures-Wasserstein VI method (``cov = factor @ factor.T``) and the tail average."""
+    mean: jax.Array
+    factor: jax.Array
+    avg_mean: jax.Array
+    avg_cov: jax.Array
+    avg_count: jax.Array
+    finite: jax.Array        # False once a step produced a non-finite iterate (the state is then frozen)
+    step: jax.Array
+
+
+class VIInfo(NamedTuple):
+    """Per-step diagnostics: ELBO estimate ``E_q[log pi] + H(q)`` (= log Z - KL(q | pi)), the norm of the
+    Bures-Wasserstein gradient of the KL estimated at the step's points, and whether the step was finite."""
+    elbo: jax.Array
+    grad_norm: jax.Array
+    finite: jax.Array
+
+
+def _cubature(d, dtype):
+    """The ``2d`` points ``± sqrt(d) e_i`` of the degree-3 spherical cubature rule for ``N(0, I_d)``."""
+    e = jnp.sqrt(jnp.asarray(d, dtype)) * jnp.eye(d, dtype=dtype)
+    return jnp.concatenate([e, -e], axis=0)
+
+
+def _principal_root(factor):
+    """The principal-axes factor ``U diag(sigma)`` of ``F F^T`` from the SVD of ``F`` (unique up to column
+    signs and order, to which the symmetric cubature point set is blind)."""
+    u, sig, _ = jnp.linalg.svd(factor, full_matrices=False)
+    return u * sig
+
+
+def _entropy(factor):
+    d = factor.shape[0]
+    _, logabsdet = jnp.linalg.slogdet(factor)
+    return 0.5 * d * (1.0 + _LOG_2PI) + logabsdet
+
+
+def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num_samples: int | None = None,
+               hessian: str = "autodiff", average_start: int | None = None, dtype=jnp.float32):
+    """The pure step ``(key, VIState) -> (VIState, VIInfo)`` of a method (see the module docstring).
+
+    ``average_start``: the step from which ``(m, S)`` enter the tail average (``None``: no averaging).
+    Jit/vmap-able; a step whose new iterate is not finite leaves the state as it was and clears
+    ``state.finite`` (so divergence is reported, never propagated as NaN).
+    """
+    d = dim
+    eye = jnp.eye(d, dtype=dtype)
+    h = jnp.asarray(step_size, dtype)
+    score_and_value = jax.value_and_grad(logdensity_fn)
+    hess_logdensity = jax.jacfwd(jax.grad(logdensity_fn))
+
+    def normals(key):
+        if method in _DETERMINISTIC:
+            return _cubature(d, dtype)
+        return jax.random.normal(key, (num_samples, d), dtype)
+
+    def moments(u, mean, factor):
+        """E[V], E[grad V], E[hess V] over the points m + C u_k (cubature or Monte Carlo)."""
+        x = mean + u @ factor.T
+        logp, score = jax.vmap(score_and_value)(x)
+        e_v = -jnp.mean(logp)
+        e_grad = -jnp.mean(score, axis=0)
+        if hessian == "autodiff":
+            e_hess = -jnp.mean(jax.vmap(hess_logdensity)(x), axis=0)
+        else:  # Stein: E[hess V] = C^{-T} E[u grad V^T]
+            e_hess = jnp.linalg.solve(factor.T, (u.T @ (-score)) / u.shape[0])
+        return x, score, e_v, e_grad, 0.5 * (e_hess + e_hess.T)
+
+    def grad_norm(e_grad, e_hess, factor):
+        # L2(q) norm of the BW gradient x -> E grad V + (E hess V - S^{-1})(x - m) of the KL:
+        # |E grad V|^2 + tr((A - S^{-1}) S (A - S^{-1})) = |E grad V|^2 + |A C - C^{-T}|_F^2  (S = C C^T)
+        r = e_hess @ factor - jnp.linalg.inv(factor).T
+        return jnp.sqrt(jnp.sum(e_grad**2) + jnp.sum(r * r))
+
+    def fb_update(key, state):
+        u = normals(key)
+        _, _, e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
+        elbo = -e_v + _entropy(state.factor)
+        mean = state.mean - h * e_grad
+        m_mat = eye - h * e_hess
+        factor = jko_entropy_step(m_mat @ state.factor, h)
+        return mean, factor, elbo, grad_norm(e_grad, e_hess, state.factor)
+
+    def bw_update(key, state):
+        u = normals(key)
+        _, _, e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
+        elbo = -e_v + _entropy(state.factor)
+        c_inv = jnp.linalg.inv(state.factor)
+        prec = c_inv.T @ c_inv
+        mean = state.mean - h * e_grad
+        m_mat = eye - h * (e_hess - 0.5 * (prec + prec.T))
+        return mean, _principal_root(m_mat @ state.factor), elbo, grad_norm(e_grad, e_hess, state.factor)
+
+    def bam_update(key, state):
+        lam = h
+        u = normals(key)
+        z = state.mean + u @ state.factor.T
+        logp, g = jax.vmap(score_and_value)(z)
+        elbo = jnp.mean(logp) + _entropy(state.factor)
+        zbar, gbar = jnp.mean(z, 0), jnp.mean(g, 0)
+        zc, gc = z - zbar, g - gbar
+        b = z.shape[0]
+        cz, cg = zc.T @ zc / b, gc.T @ gc / b
+        r = lam / (1.0 + lam)
+        u_mat = lam * cg + r * jnp.outer(gbar, gbar)
+        dm = state.mean - zbar
+        cov = state.factor @ state.factor.T
+        v_mat = cov + lam * cz + r * jnp.outer(dm, dm)
+        v_mat = 0.5 * (v_mat + v_mat.T)
+        wv, qv = jnp.linalg.eigh(v_mat)
+        v_half = (qv * jnp.sqrt(jnp.clip(wv, 0.0))) @ qv.T
+        mu, qm = jnp.linalg.eigh(0.5 * (v_half @ u_mat @ v_half + (v_half @ u_mat @ v_half).T))
+        f = 2.0 / (1.0 + jnp.sqrt(1.0 + 4.0 * jnp.clip(mu, 0.0)))
+        factor = _principal_root(v_half @ (qm * jnp.sqrt(f)))
+        new_cov = factor @ factor.T
+        mean = state.mean / (1.0 + lam) + r * (new_cov @ gbar + zbar)
+        # gradient norm from the batch: Stein estimate of E hess V (gradient-only, as the method)
+        e_hess = jnp.linalg.solve(state.factor.T, (u.T @ (-g)) / b)
+        return mean, factor, elbo, grad_norm(-gbar, 0.5 * (e_hess + e_hess.T), state.factor)
+
+    update = {"fb": fb_update, "stochastic_fb": fb_update, "bw_gd": bw_update, "bw_sgd": bw_update,
+              "batch_match": bam_update}[method]
+
+    def step(key, state: VIState):
+        mean, factor, elbo, gnorm = update(key, state)
+        ok = state.finite & jnp.all(jnp.isfinite(mean)) & jnp.all(jnp.isfinite(factor))
+        mean = jnp.where(ok, mean, state.mean)
+        factor = jnp.where(ok, factor, state.factor)
+        cov = factor @ factor.T
+        if average_start is None:
+            avg_mean, avg_cov, count = state.avg_mean, state.avg_cov, state.avg_count
+        else:
+            take = ok & (state.step >= average_start)
+            count = state.avg_count + take.astype(state.avg_count.dtype)
+            w = jnp.where(take, 1.0 / jnp.maximum(count, 1).astype(dtype), 0.0)
+            avg_mean = state.avg_mean + w * (mean - state.avg_mean)
+            avg_cov = state.avg_cov + w * (cov - state.avg_cov)
+        new = VIState(mean, factor, avg_mean, avg_cov, count, ok, state.step + 1)
+        return new, VIInfo(elbo, gnorm, ok)
+
+    return step
+
+
+def _grad_evals_per_step(method, d, num_samples, hessian):
+    points = 2 * d if method in _DETERMINISTIC else num_samples
+    if method == "batch_match" or hessian == "stein":
+        return points
+    return points * (d + 1)
+
+
+# --------------------------------------------------------------------------- the result
+@dataclasses.dataclass(frozen=True, eq=False)
+class GaussianApprox:
+    """A Gaussian approximation ``N(mean, cov)`` of a target, in the target's unconstrained space.
+
+    ``chol`` is the lower Cholesky factor of ``cov``. ``history`` holds per-step arrays ``elbo``
+    (``E_q[log pi] + H(q)``, i.e. ``log Z - KL(q | pi)``), ``grad_norm`` (Bures-Wasserstein gradient norm of
+    the KL, estimated at the step's points) and ``grad_evals`` (cumulative gradient evaluations, an autodiff
+    Hessian counting as ``d``). ``converged``: every step finite and the gradient norm at the returned
+    approximation, by the cubature rule with the method's Hessian (Stein for batch-and-match; ``2d`` or
+    ``2d (d + 1)`` extra gradients, not counted in ``grad_evals``), at most ``tol``: stationarity of the
+    KL, exact on Gaussian targets (batch-and-match minimises a score-based divergence instead, so on other
+    targets it may stop short of this criterion). ``diverged``: some step produced a non-finite iterate (the iterate before it is returned).
+    With ``average="tail"`` ``mean``/``cov`` are the tail average and ``last_mean``/``last_cov`` the last
+    iterate.
+    """
+
+    mean: np.ndarray
+    cov: np.ndarray
+    chol: np.ndarray
+    method: str
+    converged: bool
+    diverged: bool
+    num_steps: int
+    grad_evals: int
+    final_grad_norm: float
+    history: dict
+    last_mean: np.ndarray
+    last_cov: np.ndarray
+    target: Target | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def dim(self) -> int:
+        return int(self.mean.shape[0])
+
+    def sample(self, key, n: int) -> jax.Array:
+        """``(n, d)`` draws ``mean + chol z``."""
+        n = check_int("n", n, minimum=1)
+        z = jax.random.normal(key, (n, self.dim), dtype=jnp.asarray(self.mean).dtype)
+        return jnp.asarray(self.mean) + z @ jnp.asarray(self.chol).T
+
+    def logpdf(self, x) -> jax.Array:
+        """``log N(x; mean, cov)`` for ``x`` of shape ``(d,)`` or ``(n, d)``."""
+        x = jnp.asarray(x)
+        if x.shape[-1:] != (self.dim,):
+            raise ValueError(f"x must have last dimension {self.dim}, got shape {x.shape}")
+        chol = jnp.asarray(self.chol, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None)
+        z = jax.scipy.linalg.solve_triangular(chol, (x - jnp.asarray(self.mean)).reshape(-1, self.dim).T,
+                                              lower=True)
+        out = (-0.5 * jnp.sum(z * z, axis=0) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * self.dim * _LOG_2PI)
+        return out.reshape(x.shape[:-1])
+
+    def kl_to_gaussian(self, mean, cov) -> float:
+        """``KL(N(self.mean, self.cov) | N(mean, cov))`` in float64, evaluated as
+        ``1/2 [sum_i (a_i - 1 - log a_i) + |L^{-1} (m - mean)|^2]`` with ``a_i`` the eigenvalues of
+        ``L^{-1} cov_self L^{-T}`` (``cov = L L^T``) and ``a - 1 - log a = x - log1p(x)`` (no cancellation
+        of ``d`` against traces)."""
+        mean, cov = _check_gaussian(mean, cov, self.dim, "mean", "cov")
+        lc = np.linalg.cholesky(cov)
+        a = np.linalg.eigvalsh(_solve_both(lc, np.asarray(self.cov, np.float64)))
+        x = a - 1.0
+        dm = np.linalg.solve(lc, np.asarray(self.mean, np.float64) - mean)
+        return float(0.5 * (np.sum(x - np.log1p(x)) + dm @ dm))
+
+    def w2_to(self, mean, cov) -> float:
+        """2-Wasserstein distance to ``N(mean, cov)`` (:func:`driftax.transport.bures.w2`, float64)."""
+        mean, cov = _check_gaussian(mean, cov, self.dim, "mean", "cov")
+        with jax.enable_x64(True):
+            return float(bures.w2(np.asarray(self.mean, np.float64), np.asarray(self.cov, np.float64), mean, cov))
+
+    def to_inference_data(self, num_samples: int = 4000, seed: int = 0, num_chains: int = 1):
+        """Draws of ``q`` as ArviZ data in the model's constrained space (``target.constrain``, so a NumPyro
+        target gives its named sites), with ``sample_stats.lp`` the target log-density at the draws and
+        ``log_weight = log pi - log q`` (unnormalised importance weights, e.g. for PSIS diagnostics)."""
+        from driftax.infer import diagnostics
+
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+        num_chains = check_int("num_chains", num_chains, minimum=1)
+        seed = check_int("seed", seed, minimum=0)
+        target = self.target
+        x = self.sample(jax.random.key(seed), num_samples * num_chains)
+        constrain = target.constrain if target is not None else (lambda v: {"x": v})
+        post = jax.jit(jax.vmap(constrain))(x)
+        post = {k: np.asarray(v).reshape((num_chains, num_samples) + tuple(np.shape(v)[1:])) for k, v in post.items()}
+        stats = {}
+        if target is not None:
+            lp = np.asarray(jax.jit(jax.vmap(target.logdensity_fn))(x))
+            stats["lp"] = lp.reshape(num_chains, num_samples)
+            stats["log_weight"] = (lp - np.asarray(self.logpdf(x))).reshape(num_chains, num_samples)
+        dims = dict(target.dims) if target is not None and target.dims else None
+        return diagnostics.to_inference_data(post, stats, attrs={"method": f"gaussian_vi:{self.method}"}, dims=dims)
+
+
+def _solve_both(lc, s):
+    y = np.linalg.solve(lc, s)
+    y = np.linalg.solve(lc, y.T)
+    return 0.5 * (y + y.T)
+
+
+def _check_gaussian(mean, cov, d, mname, cname):
+    mean = np.asarray(mean, np.float64)
+    cov = np.asarray(cov, np.float64)
+    if mean.shape != (d,):
+        raise ValueError(f"{mname} must have shape ({d},), got {mean.shape}")
+    if cov.shape != (d, d):
+        raise ValueError(f"{cname} must have shape ({d}, {d}), got {cov.shape}")
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(cov))):
+        raise ValueError(f"{mname} and {cname} must be finite")
+    if not np.allclose(cov, cov.T, rtol=1e-6, atol=1e-12 * max(np.abs(cov).max(), 1e-300)):
+        raise ValueError(f"{cname} must be symmetric")
+    cov = 0.5 * (cov + cov.T)
+    try:
+        np.linalg.cholesky(cov)
+    except np.linalg.LinAlgError:
+        raise ValueError(f"{cname} must be positive definite (smallest eigenvalue "
+                         f"{np.linalg.eigvalsh(cov)[0]:.3g})") from None
+    return mean, cov
+
+
+# --------------------------------------------------------------------------- initialisation
+def _laplace(target: Target, dtype):
+    """Mode by L-BFGS (optax) from 0, covariance the inverse negative Hessian there."""
+    import optax
+
+    f = lambda x: -target.logdensity_fn(x)  # noqa: E731
+    opt = optax.lbfgs()
+    vg = optax.value_and_grad_from_state(f)
+
+    def body(carry, _):
+        x, st = carry
+        v, g = vg(x, state=st)
+        upd, st = opt.update(g, st, x, value=v, grad=g, value_fn=f)
+        return (optax.apply_updates(x, upd), st), None
+
+    x0 = jnp.zeros(target.dim, dtype)
+    (x, _), _ = jax.jit(lambda x0: lax.scan(body, (x0, opt.init(x0)), None, length=500))(x0)
+    hess = np.asarray(jax.hessian(f)(x), np.float64)
+    if not np.all(np.isfinite(hess)) or not np.all(np.isfinite(np.asarray(x))):
+        raise ValueError("init='laplace': the mode search or the Hessian at the mode is not finite")
+    hess = 0.5 * (hess + hess.T)
+    w, v = np.linalg.eigh(hess)
+    if w[0] <= 0:
+        raise ValueError(f"init='laplace': the negative log-density is not convex at the mode found "
+                         f"(smallest Hessian eigenvalue {w[0]:.3g}); pass init=(mean, cov)")
+    return np.asarray(x, np.float64), (v / w) @ v.T
+
+
+def _initial(target: Target, init, dtype):
+    d = target.dim
+    if init is None:
+        return np.zeros(d), np.eye(d)
+    if isinstance(init, str):
+        if init != "laplace":
+            raise ValueError(f"init must be None, 'laplace' or a pair (mean, cov), got {init!r}")
+        return _laplace(target, dtype)
+    if not isinstance(init, (tuple, list)) or len(init) != 2:
+        raise TypeError(f"init must be None, 'laplace' or a pair (mean, cov), got {type(init).__name__}")
+    return _check_gaussian(init[0], init[1], d, "init mean", "init cov")
+
+
+def _check_start(target, mean, hessian_needed, dtype):
+    x = jnp.asarray(mean, dtype)
+    v, g = jax.value_and_grad(target.logdensity_fn)(x)
+    if not np.isfinite(float(v)):
+        raise ValueError(f"the target log-density is not finite at the initial mean ({float(v)})")
+    if not np.all(np.isfinite(np.asarray(g))):
+        raise ValueError("the target gradient is not finite at the initial mean")
+    if hessian_needed:
+        hmat = np.asarray(jax.hessian(target.logdensity_fn)(x))
+        if not np.all(np.isfinite(hmat)):
+            raise ValueError(f"the target Hessian is not finite at the initial mean "
+                             f"({int(np.sum(~np.isfinite(hmat)))} non-finite entries)")
+
+
+# --------------------------------------------------------------------------- the driver
+def _seeds(seed):
+    if isinstance(seed, (bool, np.bool_)):
+        raise TypeError("seed must be an integer or a sequence of integers, got bool")
+    if isinstance(seed, numbers.Integral):
+        return [check_int("seed", int(seed), minimum=0)], False
+    if isinstance(seed, (list, tuple, np.ndarray)) and len(seed) > 0:
+        return [check_int("seed", int(s) if isinstance(s, np.integer) else s, minimum=0) for s in seed], True
+    raise TypeError(f"seed must be an integer or a non-empty sequence of integers, got {seed!r}")
+
+
+def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
+                num_samples: int | None = None, hessian: str = "autodiff", average: str | None = None,
+                init=None, seed: int | Sequence[int] = 0, tol: float = 1e-3, progress: bool = False,
+                chunk_size: int | None = None):
+    """Fit ``N(m, S)`` to ``target`` by a Bures-Wasserstein method; returns a :class:`GaussianApprox`
+    (a list of them when ``seed`` is a sequence: one compiled program ``vmap``-ed over the seeds).
+
+    Parameters
+    ----------
+    target
+        A :class:`~driftax.models.Target` (or a log-density with ``dim`` through ``as_target``).
+    method
+        ``"fb"`` (deterministic FB-GVI, cubature expectations), ``"stochastic_fb"`` (FB-GVI with
+        ``num_samples`` draws per step), ``"bw_gd"``/``"bw_sgd"`` (Lambert et al.'s Bures-Wasserstein
+        gradient descent, cubature / ``num_samples`` draws per step), ``"batch_match"`` (batch-and-match with batch size ``num_samples``, default 10;
+        ``step_size`` is its ``lambda``). See the module docstring for the updates and references.
+    num_steps, step_size
+        Iterations and the step size ``h`` (> 0; FB-GVI is stable for any ``h``, its theory asks
+        ``h <= 1/beta`` for a ``beta``-smooth ``V``).
+    num_samples
+        Draws per step of the stochastic methods (default 1; 10 for batch-and-match). Not used by ``"fb"``.
+    hessian
+        ``"autodiff"`` or ``"stein"`` (gradient-only) for ``fb``, ``stochastic_fb`` and ``bw_sgd``.
+    average
+        ``None`` or ``"tail"``: return the average of ``(m, S)`` over the second half of the iterates.
+    init
+        ``None`` (``N(0, I)``), ``"laplace"`` (mode by L-BFGS and the inverse Hessian there) or
+        ``(mean, cov)``.
+    seed
+        Integer seed, or a sequence of seeds (vmapped fits).
+    tol
+        Convergence threshold on the Bures-Wasserstein gradient norm at the result (see
+        :class:`GaussianApprox`).
+    progress, chunk_size
+        A tqdm bar advanced between compiled chunks of ``chunk_size`` steps (default ``num_steps / 20``);
+        the results do not depend on either (step ``t`` uses ``fold_in(key, t)``).
+
+    Raises ``ValueError``/``TypeError`` naming the argument for bad input, and ``ValueError`` when the
+    log-density, its gradient or its Hessian is not finite at the initial mean.
+    """
+    target = as_target(target)
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    num_steps = check_int("num_steps", num_steps, minimum=1)
+    h = check_real("step_size", step_size, positive=True)
+    if hessian not in ("autodiff", "stein"):
+        raise ValueError(f"hessian must be 'autodiff' or 'stein', got {hessian!r}")
+    if average not in (None, "tail"):
+        raise ValueError(f"average must be None or 'tail', got {average!r}")
+    if num_samples is None:
+        num_samples = _DEFAULT_SAMPLES[method]
+    elif method in _DETERMINISTIC:
+        raise ValueError(f"num_samples is not used by method={method!r} (cubature expectations); "
+                         "use method='stochastic_fb' or 'bw_sgd' for sampled expectations")
+    else:
+        num_samples = check_int("num_samples", num_samples, minimum=1)
+    tol = check_real("tol", tol, nonnegative=True)
+    seeds, batched = _seeds(seed)
+    if chunk_size is None:
+        chunk_size = max(1, -(-num_steps // 20))
+    chunk_size = min(check_int("chunk_size", chunk_size, minimum=1), num_steps)
+    dtype = jnp.result_type(float)
+    d = target.dim
+
+    mean0, cov0 = _initial(target, init, dtype)
+    _check_start(target, mean0, hessian == "autodiff" and method != "batch_match", dtype)
+    w0, v0 = np.linalg.eigh(cov0)
+    factor0 = v0 * np.sqrt(w0)      # principal axes: the cubature points depend on (m, S) only
+    average_start = num_steps // 2 if average == "tail" else None
+    chunk_fn = _chunk_program(target.logdensity_fn, d, method, h, num_samples, hessian, average_start,
+                              jnp.dtype(dtype).name)
+
+    def init_state():
+        m = jnp.asarray(mean0, dtype)
+        c = jnp.asarray(factor0, dtype)
+        return VIState(m, c, jnp.zeros(d, dtype), jnp.zeros((d, d), dtype), jnp.zeros((), jnp.int32),
+                       jnp.asarray(True), jnp.zeros((), jnp.int32))
+
+    keys = jnp.stack([jax.random.key_data(jax.random.key(s)) for s in seeds])
+    state = jax.tree.map(lambda x: jnp.broadcast_to(x, (len(seeds),) + x.shape), init_state())
+    infos = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=num_steps, unit="step", dynamic_ncols=True, desc=f"gaussian_vi[{method}]")
+    done = 0
+    while done < num_steps:
+        length = min(chunk_size, num_steps - done)
+        state, info = chunk_fn(keys, state, length)
+        infos.append(jax.tree.map(np.asarray, info))
+        done += length
+        if bar is not None:
+            bar.update(length)
+    if bar is not None:
+        bar.close()
+    info = jax.tree.map(lambda *xs: np.concatenate(xs, axis=1), *infos)
+
+    per_step = _grad_evals_per_step(method, d, num_samples, hessian)
+    out = []
+    final_check = _final_check_program(target.logdensity_fn, "stein" if method == "batch_match" else hessian)
+    for i in range(len(seeds)):
+        st = jax.tree.map(lambda x: np.asarray(x[i]), state)
+        last_mean = st.mean.astype(np.float64)
+        last_cov = (st.factor @ st.factor.T).astype(np.float64)
+        if average == "tail" and st.avg_count > 0:
+            mean, cov = st.avg_mean.astype(np.float64), st.avg_cov.astype(np.float64)
+        else:
+            mean, cov = last_mean, last_cov
+        cov = 0.5 * (cov + cov.T)
+        try:
+            chol = np.linalg.cholesky(cov)
+        except np.linalg.LinAlgError:  # only reachable for a BW-SGD iterate that lost definiteness
+            chol = np.full_like(cov, np.nan)
+        finite = bool(st.finite)
+        if np.all(np.isfinite(chol)):
+            w, v = np.linalg.eigh(cov)
+            root = v * np.sqrt(np.clip(w, 0.0, None))
+            gnorm = float(final_check(jnp.asarray(mean, dtype), jnp.asarray(root, dtype)))
+        else:
+            gnorm = float("nan")
+        hist = {"elbo": info.elbo[i].astype(np.float64), "grad_norm": info.grad_norm[i].astype(np.float64),
+                "grad_evals": per_step * np.arange(1, num_steps + 1)}
+        out.append(GaussianApprox(
+            mean=mean, cov=cov, chol=chol, method=method, converged=bool(finite and gnorm <= tol),
+            diverged=not finite, num_steps=num_steps, grad_evals=per_step * num_steps, final_grad_norm=gnorm,
+            history=hist, last_mean=last_mean, last_cov=last_cov, target=target))
+    return out if batched else out[0]
+
+
+@functools.lru_cache(maxsize=64)
+def _chunk_program(logdensity_fn, d, method, h, num_samples, hessian, average_start, dtype_name):
+    """The compiled chunk ``(keys, states, length) -> (states, infos)``, vmapped over seeds; cached so that
+    repeated fits of one target with the same settings compile once (per chunk length)."""
+    step = build_step(logdensity_fn, d, method, h, num_samples=num_samples, hessian=hessian,
+                      average_start=average_start, dtype=jnp.dtype(dtype_name))
+
+    def run_chunk(key_data, state, length):
+        key = jax.random.wrap_key_data(key_data)
+
+        def body(s, _):
+            return step(jax.random.fold_in(key, s.step), s)
+        return lax.scan(body, state, None, length=length)
+
+    return jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, None)), static_argnums=2)
+
+
+@functools.lru_cache(maxsize=64)
+def _final_check_program(logdensity_fn, hessian):
+    return jax.jit(lambda m, c: _cubature_grad_norm(logdensity_fn, m, c, hessian))
+
+
+def _cubature_grad_norm(logdensity_fn, mean, factor, hessian):
+    """Bures-Wasserstein gradient norm of KL(q | pi) at q = N(mean, factor factor^T), expectations by the
+    cubature rule, Hessian by autodiff or Stein (exact for Gaussian targets either way; for other targets
+    the deterministic FB-GVI's fixed point is where this vanishes with the same Hessian kind)."""
+    d = mean.shape[0]
+    u = _cubature(d, mean.dtype)
+    x = mean + u @ factor.T
+    g = -jax.vmap(jax.grad(logdensity_fn))(x)
+    e_grad = jnp.mean(g, 0)
+    if hessian == "autodiff":
+        e_hess = -jnp.mean(jax.vmap(jax.jacfwd(jax.grad(logdensity_fn)))(x), 0)
+    else:
+        e_hess = jnp.linalg.solve(factor.T, u.T @ g / u.shape[0])
+    e_hess = 0.5 * (e_hess + e_hess.T)
+    r = e_hess @ factor - jnp.linalg.inv(factor).T
+    return jnp.sqrt(jnp.sum(e_grad**2) + jnp.sum(r * r))
