@@ -1,0 +1,190 @@
+r"""`learn`: maximum likelihood for state-space models by stochastic-approximation score ascent with PaRIS
+particle Gibbs estimates of the score (Cardoso, Janati El Idrissi, Le Corff, Moulines, Olsson 2023, §4).
+
+Fisher's identity writes the score as a smoothed additive functional,
+
+.. math::
+    \nabla_u \log p_{θ(u)}(y_{0:T-1}) = E_{θ(u)}\Big[\nabla_u \log\big(η_θ(x_0) g_θ(0; x_0, y_0)\big)
+        + \sum_{t\ge1} \nabla_u \log\big(q_θ(t; x_{t-1}, x_t) g_θ(t; x_t, y_t)\big) \,\Big|\, y_{0:T-1}\Big],
+
+with ``u`` the unconstrained parameters (`StateSpaceModel.unconstrain`; the maximiser does not depend on
+the parametrisation) and the gradients by ``jax.grad`` of the model's log-densities. Each iteration ``ℓ``
+runs one PPG kernel step at ``θ_ℓ`` from the reference path left by the previous iteration (Markovian
+stochastic approximation: the reference is carried across parameter updates), giving ``Ĥ_ℓ``, then
+
+.. math::  u_{ℓ+1} = u_ℓ + γ_ℓ \, Ĥ_ℓ / T, \qquad γ_ℓ = γ_0\, ℓ^{-α}, \ α ∈ (1/2, 1]
+
+(Robbins-Monro; the score is divided by ``T`` so ``γ_0`` does not depend on the series length), or an
+optax optimiser fed ``-Ĥ_ℓ / T``. ``method="paris"`` uses a fresh plain PaRIS estimate each iteration
+instead (biased by O(T/N)). The returned ``theta`` is the Polyak-Ruppert average of the iterates over
+the last ``average_fraction`` of the run; the whole trace comes back as ArviZ data.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.flatten_util import ravel_pytree
+
+from driftax._checks import check_int, check_real
+from driftax.infer.smoothing import check_inputs
+from driftax.models.ssm import StateSpaceModel
+from driftax.samplers import paris as _paris
+
+__all__ = ["learn", "LearningResult", "score_functional"]
+
+
+def score_functional(ssm: StateSpaceModel, theta_of, u) -> _paris.AdditiveFunctional:
+    """The score additive functional at unconstrained parameters ``u`` (``theta_of(u)`` gives ``θ``)."""
+    def lp0(v, x, y):
+        th = theta_of(v)
+        return ssm.init_logpdf(th, x) + ssm.log_g(th, 0, x, y)
+
+    def lpt(v, t, xp, x, y):
+        th = theta_of(v)
+        return ssm.transition_logpdf(th, t, xp, x) + ssm.log_g(th, t, x, y)
+
+    return _paris.AdditiveFunctional(lambda x, y: jax.grad(lp0)(u, x, y),
+                                     lambda t, xp, x, y: jax.grad(lpt)(u, t, xp, x, y), u.shape[0], "score")
+
+
+@dataclasses.dataclass(frozen=True)
+class LearningResult:
+    """``theta``: the Polyak-Ruppert average of the last iterates; ``theta_last``; ``trace``:
+    ``{name: (num_steps, ...)}`` constrained iterates; ``scores (num_steps, P)`` the per-observation score
+    estimates; ``finite`` (False if any iteration went non-finite: the run stops updating then);
+    ``num_steps``; ``seconds``."""
+
+    theta: dict
+    theta_last: dict
+    trace: dict
+    scores: np.ndarray
+    finite: bool
+    num_steps: int
+    method: str
+    seconds: float
+
+    def to_inference_data(self):
+        """The parameter trace as ArviZ data (one chain, one draw per iteration)."""
+        from driftax.infer.diagnostics import to_inference_data
+
+        return to_inference_data({k: v[None] for k, v in self.trace.items()},
+                                 attrs={"method": self.method, "kind": "parameter trace"})
+
+
+def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params: Sequence[str] | None = None,
+          num_steps: int = 500, num_particles: int = 64, K: int = 2, step_size: float = 0.5,
+          decay: float = 0.6, optimizer=None, average_fraction: float = 0.5, backward: str = "hybrid",
+          max_trials: int = 8, chunk_size: int = 50, progress: bool = True, seed: int = 0) -> LearningResult:
+    """Maximum likelihood by score ascent with PPG (or PaRIS) score estimates (module docstring).
+
+    Parameters
+    ----------
+    ssm, ys
+        The model and observations; ``theta0`` the starting parameters (default: the model's), checked
+        against their supports.
+    params
+        Names of the parameters to learn (default: all); the others stay at ``theta0``.
+    num_steps, num_particles, K
+        Iterations; particles per PaRIS/CSMC sweep (``≥ 2``); backward draws per particle (``≥ 2``).
+    step_size, decay
+        Robbins-Monro ``γ_ℓ = step_size · ℓ^{-decay}`` with ``decay ∈ (0.5, 1]``; ignored with ``optimizer``.
+    optimizer
+        An optax ``GradientTransformation`` minimising ``-score / T`` instead of Robbins-Monro.
+    average_fraction
+        The fraction of final iterates averaged into ``theta`` (``(0, 1]``).
+    chunk_size, progress
+        Iterations per compiled chunk; a tqdm bar advances between chunks.
+    """
+    ys, theta0 = check_inputs(ssm, ys, theta0)
+    if method not in ("ppg", "paris"):
+        raise ValueError(f"method must be 'ppg' or 'paris', got {method!r}")
+    names = tuple(sorted(ssm.theta)) if params is None else tuple(params)
+    if not names or any(n not in ssm.theta for n in names):
+        raise ValueError(f"params must name parameters of the model {sorted(ssm.theta)}, got {params!r}")
+    num_steps = check_int("num_steps", num_steps, 1)
+    N = check_int("num_particles", num_particles, 2)
+    K = check_int("K", K, 2)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    step_size = check_real("step_size", step_size, positive=True)
+    decay = check_real("decay", decay)
+    if optimizer is None and not 0.5 < decay <= 1.0:
+        raise ValueError(f"decay must be in (0.5, 1] (Robbins-Monro conditions), got {decay}")
+    average_fraction = check_real("average_fraction", average_fraction, positive=True)
+    if average_fraction > 1:
+        raise ValueError(f"average_fraction must be in (0, 1], got {average_fraction}")
+    if optimizer is not None and not (hasattr(optimizer, "init") and hasattr(optimizer, "update")):
+        raise TypeError("optimizer must be an optax GradientTransformation")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+
+    dtype = jnp.result_type(float)
+    theta0 = {k: jnp.asarray(v, dtype) for k, v in theta0.items()}
+    fixed = {k: v for k, v in theta0.items() if k not in names}
+    u0, unravel = ravel_pytree(ssm.unconstrain({k: theta0[k] for k in names}))
+    T = ys.shape[0]
+    ys_j = jnp.asarray(ys, dtype)
+
+    def theta_of(u):
+        return {**fixed, **ssm.constrain(unravel(u))}
+
+    def score(key, u, ref):
+        f = score_functional(ssm, theta_of, u)
+        if method == "ppg":
+            new_ref, info = _paris.ppg_step(key, ssm, theta_of(u), ys_j, ref, f, N, K=K, backward=backward,
+                                            max_trials=max_trials)
+            return info.estimate / T, new_ref, info.finite
+        out = _paris.paris(key, ssm, theta_of(u), ys_j, f, N, K=K, backward=backward, max_trials=max_trials)
+        return out.estimate / T, ref, out.finite
+
+    opt_state0 = optimizer.init(u0) if optimizer is not None else jnp.zeros(())
+
+    def one(carry, inp):
+        u, ref, opt_state, ok = carry
+        key, ell = inp
+        s, new_ref, fin = score(key, u, ref)
+        fin = fin & jnp.all(jnp.isfinite(s))
+        if optimizer is None:
+            new_u, new_opt = u + step_size * ell ** (-decay) * s, opt_state
+        else:
+            upd, new_opt = optimizer.update(-s, opt_state, u)
+            new_u = u + upd
+        keep = ok & fin  # a non-finite estimate freezes the run (reported through `finite`)
+        sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(keep, x, y), a, b)
+        u, ref, opt_state = sel(new_u, u), sel(new_ref, ref), sel(new_opt, opt_state)
+        return (u, ref, opt_state, keep), (u, s)
+
+    chunk = jax.jit(lambda carry, keys, ells: lax.scan(one, carry, (keys, ells)))
+    key = jax.random.key(int(seed))
+    k_init, k_run = jax.random.split(key)
+    ref0 = _paris.initial_reference(k_init, ssm, theta0, ys_j, N, backward=backward, max_trials=max_trials)
+    carry = (u0, ref0, opt_state0, jnp.array(True))
+    keys = jax.random.split(k_run, num_steps)
+    us, ss = [], []
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=num_steps, disable=not progress, unit="step", dynamic_ncols=True) as bar:
+        for start in range(0, num_steps, chunk_size):
+            stop = min(start + chunk_size, num_steps)
+            ells = jnp.arange(start + 1, stop + 1, dtype=dtype)
+            # a shorter last chunk compiles once more (jit specialises on its length)
+            c2, (u_c, s_c) = chunk(carry, keys[start:stop], ells)
+            carry = c2
+            us.append(np.asarray(u_c))
+            ss.append(np.asarray(s_c))
+            bar.update(stop - start)
+    secs = time.perf_counter() - t0
+    us, ss = np.concatenate(us), np.concatenate(ss)
+    finite = bool(carry[3])
+    to_theta = jax.jit(jax.vmap(lambda u: ssm.constrain(unravel(u))))
+    trace = {k: np.asarray(v) for k, v in to_theta(jnp.asarray(us)).items()}
+    n_avg = max(1, int(round(average_fraction * num_steps)))
+    theta_avg = {**{k: np.asarray(v) for k, v in fixed.items()}, **{k: v[-n_avg:].mean(0) for k, v in trace.items()}}
+    theta_last = {**{k: np.asarray(v) for k, v in fixed.items()}, **{k: v[-1] for k, v in trace.items()}}
+    return LearningResult(theta_avg, theta_last, trace, ss, finite, num_steps, method, secs)
