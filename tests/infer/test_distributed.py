@@ -28,10 +28,12 @@ SCRIPT = textwrap.dedent("""
     target = dx.models.Target(lambda x: -0.5 * jnp.sum(((x - m) / s) ** 2), 6)
     idata = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     x = idata.posterior["x"].values
+    again = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     print("RESULT" + json.dumps({
+        "repeat_equal": bool(np.array_equal(x, again.posterior["x"].values)),
         "devices": idata.attrs["num_devices"], "global_devices": jax.device_count(),
         "mean": x.reshape(-1, 6).mean(0).tolist(), "sd": x.reshape(-1, 6).std(0).tolist(),
-        "ess": az.ess(idata)["x"].values.tolist(), "first": x[:, 0, 0].tolist(), "chains": x.shape[0],
+        "ess": az.ess(idata)["x"].values.tolist(), "first": x[:, 0, 0].tolist(), "last": x[:, -1].tolist(), "chains": x.shape[0],
     }))
 """)
 
@@ -73,6 +75,10 @@ def test_four_devices_shard_chains_and_agree_with_one_device(tmp_path, one_devic
     assert one_device["devices"] == 1 and four["devices"] == 4
     _check_against_truth(one_device)
     _check_against_truth(four)
+    # same seed, same devices: the same draws (one program, run twice in one process)
+    assert one_device["repeat_equal"] and four["repeat_equal"]
+    # every device draws its own noise: no two of the 8 chains coincide
+    assert len({tuple(c) for c in four["last"]}) == 8
     # the two runs are independent estimates: their difference has sd s * sqrt(1/ESS_1 + 1/ESS_4)
     ess1, ess4 = np.asarray(one_device["ess"]), np.asarray(four["ess"])
     diff = np.abs(np.asarray(one_device["mean"]) - np.asarray(four["mean"]))
@@ -94,4 +100,7 @@ def test_two_processes_join_with_jax_distributed(tmp_path):
     r0, r1 = (_result(p) for p in procs)
     assert r0["global_devices"] == 4 and r0["devices"] == 2 and r0["chains"] == 6
     assert r0["first"] == r1["first"] and r0["mean"] == r1["mean"]
+    assert r0["repeat_equal"] and r1["repeat_equal"]
+    # distinct hosts run distinct chains: the 6 chains (3 per host) are 6 different chains
+    assert len({tuple(c) for c in r0["last"]}) == 6
     _check_against_truth(r0)

@@ -21,31 +21,40 @@ def _gaussian(dim, seed=0):
 @pytest.mark.parametrize("kind", ["identity", "diag", "dense"])
 def test_acceptance_equals_textbook_hastings_ratio(kind):
     """The kernel's alpha must equal p(x')q(x|x') / p(x)q(x'|x) computed with explicit Gaussian
-    proposal densities q(.|x) = N(x + h A grad, 2 h A) (scipy), not the cancelled form in the code."""
-    dim, h = 5, 0.3
+    proposal densities q(.|x) = N(x + h A grad, 2 h A) (scipy), not the cancelled form in the code.
+    Both branches run: the acceptance uniform u = Phi(z_last) is set just below alpha (must accept)
+    or just above it (must reject) from the reference alpha, with a step large enough (h = 0.6) that
+    alpha < 1 on most trials."""
+    dim, h = 5, 0.6
     logp, _, _ = _gaussian(dim)
     rng = np.random.default_rng(1)
     b = rng.normal(size=(dim, dim))
     imm = {"identity": None, "diag": rng.uniform(0.5, 2.0, dim), "dense": b @ b.T / dim + np.eye(dim)}[kind]
     a = np.eye(dim) if imm is None else (np.diag(imm) if np.ndim(imm) == 1 else imm)
+    root = np.linalg.cholesky(a)
     grad = jax.grad(logp)
+    outcomes = []
     with jax.enable_x64(True):
-        for trial in range(5):
-            x = jnp.asarray(rng.normal(size=dim))
-            state = langevin.init(x, logp)
-            noise = jnp.asarray(rng.normal(size=dim + 1))
+        for trial in range(24):
+            x = rng.normal(size=dim)
+            xi = rng.normal(size=dim)
+            mean_fwd = x + h * a @ np.asarray(grad(jnp.asarray(x)))
+            xp = mean_fwd + np.sqrt(2 * h) * root @ xi
+            q_fwd = stats.multivariate_normal(mean_fwd, 2 * h * a).logpdf(xp)
+            q_bwd = stats.multivariate_normal(xp + h * a @ np.asarray(grad(jnp.asarray(xp))), 2 * h * a).logpdf(x)
+            alpha = min(1.0, float(np.exp(float(logp(jnp.asarray(xp)) - logp(jnp.asarray(x))) + q_bwd - q_fwd)))
+            if not 1e-12 < alpha < 0.9:  # u must fit 10% above alpha and below 1
+                continue
+            u = alpha * (0.9 if trial % 2 else 1.1)
+            must_accept = u < alpha
+            noise = jnp.asarray(np.append(xi, stats.norm.ppf(u)))
+            state = langevin.init(jnp.asarray(x), logp)
             new, info = langevin.step(state, noise, logp, h, None if imm is None else jnp.asarray(imm))
-            # reconstruct the proposal the kernel made
-            root = np.linalg.cholesky(a)
-            xp = np.asarray(x) + h * a @ np.asarray(grad(x)) + np.sqrt(2 * h) * root @ np.asarray(noise[:dim])
-            q_fwd = stats.multivariate_normal(np.asarray(x) + h * a @ np.asarray(grad(x)), 2 * h * a).logpdf(xp)
-            q_bwd = stats.multivariate_normal(xp + h * a @ np.asarray(grad(jnp.asarray(xp))), 2 * h * a).logpdf(np.asarray(x))
-            log_alpha = float(logp(jnp.asarray(xp)) - logp(x)) + q_bwd - q_fwd
-            np.testing.assert_allclose(float(info.acceptance_rate), min(1.0, np.exp(log_alpha)), rtol=1e-9, atol=1e-12)
-            # acceptance uses u = Phi(z_last): accepted iff u < alpha
-            accepted = stats.norm.cdf(float(noise[dim])) < np.exp(log_alpha)
-            assert bool(info.is_accepted) == accepted
-            np.testing.assert_allclose(np.asarray(new.position), xp if accepted else np.asarray(x), rtol=1e-12)
+            np.testing.assert_allclose(float(info.acceptance_rate), alpha, rtol=1e-9, atol=1e-12)
+            assert bool(info.is_accepted) == must_accept
+            np.testing.assert_allclose(np.asarray(new.position), xp if must_accept else x, rtol=1e-12)
+            outcomes.append(must_accept)
+    assert outcomes.count(True) >= 3 and outcomes.count(False) >= 3, outcomes
 
 
 def test_runs_inside_blackjax_loop_and_accepts_blackjax_state():
@@ -63,11 +72,21 @@ def test_runs_inside_blackjax_loop_and_accepts_blackjax_state():
 
 
 def test_pytree_positions():
-    logp = lambda p: -0.5 * (jnp.sum(p["a"] ** 2) + p["b"] ** 2)
-    alg = mala(logp, 0.5)
-    state = alg.init({"a": jnp.ones(3), "b": jnp.array(0.5)})
-    state, info = alg.step(jax.random.key(0), state)
-    assert state.position["a"].shape == (3,) and state.position["b"].shape == ()
+    """A pytree position takes exactly the step its flattened vector takes on the same noise."""
+    logp_tree = lambda p: -0.5 * (jnp.sum(p["a"] ** 2 * jnp.arange(1.0, 4.0)) + 3.0 * p["b"] ** 2)
+    logp_flat = lambda x: -0.5 * (jnp.sum(x[:3] ** 2 * jnp.arange(1.0, 4.0)) + 3.0 * x[3] ** 2)
+    tree = {"a": jnp.array([1.0, -0.5, 0.25]), "b": jnp.array(0.5)}
+    flat = jnp.concatenate([tree["a"], tree["b"][None]])
+    kernel = langevin.build_kernel()
+    s_tree, s_flat = langevin.init(tree, logp_tree), langevin.init(flat, logp_flat)
+    for k in jax.random.split(jax.random.key(0), 20):
+        s_tree, i_tree = kernel(k, s_tree, logp_tree, 0.5)
+        s_flat, i_flat = kernel(k, s_flat, logp_flat, 0.5)
+        assert bool(i_tree.is_accepted) == bool(i_flat.is_accepted)
+        np.testing.assert_allclose(s_tree.position["a"], s_flat.position[:3], rtol=1e-6)
+        np.testing.assert_allclose(s_tree.position["b"], s_flat.position[3], rtol=1e-6)
+        np.testing.assert_allclose(s_tree.logdensity, s_flat.logdensity, rtol=1e-6)
+    assert s_tree.position["a"].shape == (3,) and s_tree.position["b"].shape == ()
 
 
 def test_nan_region_is_rejected_and_flagged():
