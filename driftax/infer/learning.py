@@ -80,7 +80,7 @@ class LearningResult:
 def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params: Sequence[str] | None = None,
           num_steps: int = 500, num_particles: int = 64, K: int = 2, step_size: float = 0.5,
           decay: float = 0.6, optimizer=None, average_fraction: float = 0.5, backward: str = "hybrid",
-          max_trials: int = 8, chunk_size: int = 50, progress: bool = True, seed: int = 0) -> LearningResult:
+          max_trials: int = 32, chunk_size: int = 50, progress: bool = True, seed: int = 0) -> LearningResult:
     """Maximum likelihood by score ascent with PPG (or PaRIS) score estimates (module docstring).
 
     Parameters

@@ -224,6 +224,13 @@ class StateSpaceModel:
 
 
 # --- Gaussian helpers -------------------------------------------------------------------------
+def _matvec(M, v):
+    # elementwise product and sum rather than a dot: for the small state dimensions of particle
+    # methods, evaluated for 10^4-10^6 particle pairs per step, XLA fuses it (measured several times
+    # faster on CPU than a batched matrix-vector product)
+    return jnp.sum(M * v[None, :], axis=1)
+
+
 def _mvn_logpdf(x, mean, cov):
     # L^{-1} from the covariance alone: under vmap over particles it is computed once per call, and
     # the per-particle work is one small matrix-vector product (a batched triangular solve of tiny
@@ -231,8 +238,12 @@ def _mvn_logpdf(x, mean, cov):
     d = x.shape[-1]
     L = jnp.linalg.cholesky(cov)
     Linv = jax.scipy.linalg.solve_triangular(L, jnp.eye(d, dtype=L.dtype), lower=True)
-    z = Linv @ (x - mean)
-    return -0.5 * jnp.sum(z * z) - jnp.sum(jnp.log(jnp.diag(L))) - 0.5 * d * _LOG2PI
+    half_logdet = jnp.sum(jnp.log(jnp.diag(L)))
+    # materialise the factor once: without the barrier XLA fuses the (expanded) triangular solve into
+    # every element of a particle-pair reduction and recomputes it there (measured 60x slower)
+    Linv, half_logdet = jax.lax.optimization_barrier((Linv, half_logdet))
+    z = _matvec(Linv, x - mean)
+    return -0.5 * jnp.sum(z * z) - half_logdet - 0.5 * d * _LOG2PI
 
 
 def _mvn_sample(key, mean, cov, n):
@@ -277,13 +288,13 @@ def linear_gaussian(A, C, Q, R, m0=None, P0=None, *, allow_missing: bool = False
         return _mvn_sample(key, 0.0, th["Q"], xs.shape[0]) + xs @ th["A"].T
 
     def transition_logpdf(th, t, x_prev, x):
-        return _mvn_logpdf(x, th["A"] @ x_prev, th["Q"])
+        return _mvn_logpdf(x, _matvec(th["A"], x_prev), th["Q"])
 
     def obs_sample(key, th, t, xs):
         return _mvn_sample(key, 0.0, th["R"], xs.shape[0]) + xs @ th["C"].T
 
     def obs_logpdf(th, t, x, y):
-        return _mvn_logpdf(y, th["C"] @ x, th["R"])
+        return _mvn_logpdf(y, _matvec(th["C"], x), th["R"])
 
     def log_bound(th, t):
         return -0.5 * jnp.linalg.slogdet(th["Q"])[1] - 0.5 * d * _LOG2PI

@@ -86,7 +86,7 @@ class ParisOutput(NamedTuple):
 
 def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, *, K: int = 2,
           scheme: str = "systematic", ess_threshold: float = 1.0, backward: str = "hybrid",
-          max_trials: int = 8, reference=None, store: bool = False) -> ParisOutput:
+          max_trials: int = 32, reference=None, store: bool = False) -> ParisOutput:
     """PaRIS along a bootstrap filter, or along conditional SMC when ``reference (T, d)`` is given.
 
     Pure and jit-able (``model``, ``functional``, the sizes and the method names static). Inputs are
@@ -141,7 +141,7 @@ def _path_from(key, out: ParisOutput):
 
 
 def ppg_step(key, model, theta, ys, reference, functional: AdditiveFunctional, num_particles: int, *,
-             K: int = 2, backward: str = "hybrid", max_trials: int = 8):
+             K: int = 2, backward: str = "hybrid", max_trials: int = 32):
     """One PPG kernel step: ``(new reference (T, d), PPGStepInfo)`` (module docstring)."""
     k_run, k_path = jax.random.split(key)
     out = paris(k_run, model, theta, ys, functional, num_particles, K=K, backward=backward,
@@ -150,7 +150,7 @@ def ppg_step(key, model, theta, ys, reference, functional: AdditiveFunctional, n
 
 
 def initial_reference(key, model, theta, ys, num_particles: int, *, backward: str = "hybrid",
-                      max_trials: int = 8):
+                      max_trials: int = 32):
     """A first reference: one backward-sampled path through a bootstrap filter of ``num_particles``."""
     k_f, k_b = jax.random.split(key)
     out = smc.bootstrap_filter(k_f, model, theta, ys, num_particles)
@@ -170,7 +170,7 @@ class PPGOutput(NamedTuple):
 
 
 def ppg(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, num_iterations: int,
-        burn_in: int, *, K: int = 2, reference=None, backward: str = "hybrid", max_trials: int = 8) -> PPGOutput:
+        burn_in: int, *, K: int = 2, reference=None, backward: str = "hybrid", max_trials: int = 32) -> PPGOutput:
     """The PPG roll-out: ``num_iterations`` kernel steps from ``reference`` (default `initial_reference`
     with ``num_particles``), averaging the estimates of steps ``burn_in+1 .. num_iterations``."""
     k_init, k_steps = jax.random.split(key)

@@ -216,13 +216,14 @@ def _exact_rows(key, model, theta, t, x_prev, log_weights, x_next):
 
 
 def backward_indices(key, model, theta, t, x_prev, log_weights, x_next, *, method: str = "hybrid",
-                     max_trials: int = 8, chunk: int | None = None):
+                     max_trials: int = 32, chunk: int | None = None):
     r"""Indices ``J (M,)`` with ``P(J^m = l) ∝ ω^l q_t(x_prev[l], x_next[m])``.
 
     ``t`` is the time of ``x_next``. ``method="exact"`` costs ``O(M N)``; ``"hybrid"`` (needs
     ``model.transition_log_bound``) draws ``max_trials`` proposals from ``ω`` for every row at once and
     accepts the first with ``log U < log q - log q̄``, then draws the unaccepted rows exactly, ``chunk``
-    rows per pass (default ``max(1, M // 16)``). Returns ``(J, number of exact fall-backs)``.
+    rows per pass (default 32: at an acceptance rate of 1/4 and 32 trials
+    about 1e-4 of the rows fall back, so one small pass is the common case). Returns ``(J, number of exact fall-backs)``.
     """
     M = x_next.shape[0]
     if method == "exact" or model.transition_log_bound is None:
@@ -239,7 +240,7 @@ def backward_indices(key, model, theta, t, x_prev, log_weights, x_next, *, metho
     first = jnp.argmax(acc, axis=0)
     J = jnp.take_along_axis(cand, first[None], axis=0)[0]
     pending = ~jnp.any(acc, axis=0)
-    chunk = max(1, M // 16) if chunk is None else chunk
+    chunk = min(M, 32) if chunk is None else chunk
 
     def cond(s):
         return jnp.any(s[1])
@@ -259,7 +260,7 @@ def backward_indices(key, model, theta, t, x_prev, log_weights, x_next, *, metho
 
 
 def backward_paths(key, model, theta, out: FilterOutput, num_paths: int, *, method: str = "hybrid",
-                   max_trials: int = 8):
+                   max_trials: int = 32):
     """Forward filtering, backward sampling: ``num_paths`` index paths ``(T, M)`` through ``out``'s cloud,
     each a draw from the particle approximation of the smoothing law, and the total exact fall-backs."""
     T = out.particles.shape[0]
