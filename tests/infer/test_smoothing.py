@@ -113,3 +113,27 @@ def test_four_devices_shard_replicates_and_agree_with_one(tmp_path):
         assert abs(r["est"][0] - r["truth"][0]) <= 5 * r["se"][0]
     # independent runs: their difference has sd sqrt(se1^2 + se4^2)
     assert abs(one["est"][0] - four["est"][0]) <= 5 * np.hypot(one["se"][0], four["se"][0])
+
+
+@pytest.mark.slow
+def test_cli_smooths_a_csv_with_missing_rows(tmp_path, capsys):
+    from driftax.cli import main
+
+    ys = YS.copy()
+    ys[4] = np.nan
+    path = tmp_path / "ys.csv"
+    np.savetxt(path, ys, delimiter=",")
+    assert main(["smooth", "--data", str(path), "--method", "paris", "--particles", "64"]) == 2
+    assert "allow_missing" in capsys.readouterr().err
+    out = tmp_path / "paths.nc"
+    assert main(["smooth", "--data", str(path), "--allow-missing", "--method", "paris", "--particles", "256",
+                 "--replicates", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    est, se = (float(v) for v in text.split("] | y] = ")[1].split(" (MC")[0].split(" ± "))
+    kal = float(text.split("Kalman ")[1].split()[0])
+    exact = ssm.kalman_smoother(ssm.linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0, allow_missing=True), ys).sum_means()[0]
+    assert abs(kal - exact) < 1e-3  # the CLI's Kalman line is the smoother of the same data
+    assert abs(est - exact) <= 6 * se  # as in test_missing_observations_when_the_model_allows_them
+    import arviz as az
+
+    assert az.from_netcdf(str(out)).posterior["x"].dims == ("chain", "draw", "time", "state")
