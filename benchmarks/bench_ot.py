@@ -16,7 +16,14 @@ acceleration keeps its memory). A capped run reports its seconds and final error
 Converged runs under a second are timed as the best of three, for SNS and every peer alike (driftax's Sinkhorn,
 the iteration reference, runs once in chunks). SNS runs with its defaults on every problem.
 
-Problems: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
+Tables (``--tables``, all by default): ``hard`` (below), ``moderate`` (issue 14: uniform point clouds, squared
+Euclidean cost scaled to max 1, n in {500, 1000, 2000} (``--quick``: 500, 1000), eps in {0.05, 0.01}, float64
+and float32; POT ``ot.sinkhorn`` and ``sinkhorn_stabilized``, OTT-JAX, driftax ``sinkhorn`` and ``sns``; L1 target
+1e-6 in float64, 1e-5 in float32, recomputed in float64 from each plan; POT's threshold tightened as above) and
+``batched`` (64 problems of n = 200 at eps 1e-2 and 1e-3, float64, L1 target 1e-8: driftax ``sns_batch`` and
+``sinkhorn_batch`` against loops of single solves and OTT-JAX under ``vmap``; seconds per problem).
+
+Problems of the hard table: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
 eps in {1e-2, 2e-3, 5e-4}; (b) random assignment (Tang et al. 2024): C_ij ~ U[0,1], n = 500, eps = 1/1200;
 (c) 28x28 synthetic digit-like images (strokes along random Bezier curves, blurred, with a 1e-4 background so
 every pixel has mass), grid normalised to [0,1]^2, L2^2 and L1 ground costs, eps = 1/1200.
@@ -321,6 +328,224 @@ def available(name):
     return True
 
 
+# --------------------------------------------------------------------------- moderate-epsilon table (issue 14)
+
+MODERATE_TOL = {"float64": 1e-6, "float32": 1e-5}
+MODERATE_SOLVERS = ("pot_sinkhorn", "pot_sinkhorn_stabilized", "ott_sinkhorn", "driftax_sinkhorn", "driftax_sns")
+
+
+def moderate_problem(n, dtype):
+    """Uniform point clouds in [0,1]^2, squared Euclidean cost scaled to max 1 (the issue's set-up)."""
+    rng = np.random.default_rng(10_000 + n)
+    x, y = rng.random((n, 2)), rng.random((n, 2))
+    C = ((x[:, None] - y[None]) ** 2).sum(-1)
+    C = C / C.max()
+    a = np.full(n, 1.0 / n)
+    return a.astype(dtype), a.astype(dtype), C.astype(dtype), C
+
+
+def _timed(run, reps=3, budget=2.0):
+    """(result, best seconds of up to ``reps`` runs; runs over ``budget`` seconds are not repeated)."""
+    t0 = time.perf_counter()
+    out = run()
+    best = time.perf_counter() - t0
+    for _ in range(reps - 1):
+        if best >= budget:
+            break
+        t0 = time.perf_counter()
+        out = run()
+        best = min(best, time.perf_counter() - t0)
+    return out, best
+
+
+def _moderate_pot(fn, a, b, C, eps, target, C64):
+    import warnings
+    thr = target
+    for _ in range(MAX_TRIES):
+        def run():
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return fn(a, b, C, eps, numItermax=1_000_000, stopThr=thr, warn=False)
+        P, secs = _timed(run)
+        err = l1_error_from_plan(P, a.astype(np.float64), b.astype(np.float64)) if np.all(np.isfinite(P)) \
+            else float("nan")
+        if not (np.isfinite(err) and err > target):
+            break
+        thr /= 4
+    return secs, err
+
+
+def _moderate_ott(a, b, C, eps, target, C64):
+    from ott.geometry import geometry
+    from ott.problems.linear import linear_problem
+    from ott.solvers.linear import sinkhorn
+
+    solver = sinkhorn.Sinkhorn(threshold=target, norm_error=1, max_iterations=200_000, inner_iterations=10,
+                               lse_mode=True)
+
+    @jax.jit
+    def solve(C, a, b):
+        out = solver(linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b))
+        return out.f, out.g
+
+    args = (jnp.asarray(C), jnp.asarray(a), jnp.asarray(b))
+    jax.block_until_ready(solve(*args))
+    (f, g), secs = _timed(lambda: jax.block_until_ready(solve(*args)))
+    return secs, l1_error_from_potentials(f, g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+
+
+def _moderate_driftax(solver, a, b, C, eps, target, C64):
+    import warnings
+    dt = jnp.float32 if C.dtype == np.float32 else jnp.float64
+
+    def run():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # float32 with a small tol
+            return jax.block_until_ready(solver(a, b, C, eps, tol=target, dtype=dt))
+    run()  # compile
+    res, secs = _timed(run)
+    return secs, l1_error_from_potentials(res.f, res.g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+
+
+def run_moderate(quick: bool, solvers):
+    import ot
+    fns = {
+        "pot_sinkhorn": lambda *x: _moderate_pot(ot.bregman.sinkhorn_knopp, *x),
+        "pot_sinkhorn_stabilized": lambda *x: _moderate_pot(ot.bregman.sinkhorn_stabilized, *x),
+        "ott_sinkhorn": _moderate_ott,
+        "driftax_sinkhorn": lambda *x: _moderate_driftax(tr.sinkhorn, *x),
+        "driftax_sns": lambda *x: _moderate_driftax(tr.sns, *x),
+    }
+    rows = []
+    for dtype in ("float64", "float32"):
+        for n in ((500, 1000) if quick else (500, 1000, 2000)):
+            a, b, C, C64 = moderate_problem(n, dtype)
+            for eps in (0.05, 0.01):
+                target = MODERATE_TOL[dtype]
+                for s in solvers:
+                    if s not in fns or not available(s):
+                        continue
+                    try:
+                        secs, err = fns[s](a, b, C, eps, target, C64)
+                    except Exception as e:  # a failing peer is reported, not fatal
+                        print(f"  moderate {s} failed n={n} eps={eps} {dtype}: {type(e).__name__}: {e}")
+                        continue
+                    row = dict(n=n, epsilon=eps, dtype=dtype, solver=s, seconds=float(secs),
+                               marginal_error=float(err), converged=bool(err <= target))
+                    rows.append(row)
+                    print(f"  moderate n={n:<5} eps={eps:<5} {dtype} {s:<24} {secs:8.4f}s  err={err:.2e}"
+                          f"{'' if row['converged'] else '  MISSED TARGET'}", flush=True)
+    return rows
+
+
+def moderate_lines(rows):
+    """The table (seconds; '*' = recomputed L1 error above the target) and the target line per row."""
+    solvers = [s for s in MODERATE_SOLVERS if any(r["solver"] == s for r in rows)]
+    out = [f"{'n':>5} {'eps':>5} {'dtype':>7} | " + " | ".join(f"{s:>23}" for s in solvers) + " | target"]
+    keys = []
+    for r in rows:
+        k = (r["n"], r["epsilon"], r["dtype"])
+        if k not in keys:
+            keys.append(k)
+    for k in keys:
+        rs = {r["solver"]: r for r in rows if (r["n"], r["epsilon"], r["dtype"]) == k}
+        cells = [f"{(format(rs[s]['seconds'], '.4f') + ('' if rs[s]['converged'] else '*')) if s in rs else '-':>23}"
+                 for s in solvers]
+        pot = [rs[s] for s in ("pot_sinkhorn", "pot_sinkhorn_stabilized") if s in rs and rs[s]["converged"]]
+        dx = rs.get("driftax_sinkhorn")
+        if dx is None:
+            verdict = "-"
+        elif not dx["converged"]:
+            verdict = "driftax_sinkhorn MISSED (error above target)"
+        elif not pot:
+            verdict = "no POT solver converged"
+        else:
+            best = min(p["seconds"] for p in pot)
+            ratio = best / dx["seconds"]
+            verdict = f"{ratio:.2f}x the fastest POT {'OK' if ratio >= 1 else 'MISSED'}"
+        out.append(f"{k[0]:>5} {k[1]:>5} {k[2]:>7} | " + " | ".join(cells) + " | " + verdict)
+    return out
+
+
+# --------------------------------------------------------------------------- batched table (issue 14)
+
+BATCH_TOL = 1e-8
+
+
+def batched_problems(B, n, seed=7):
+    rng = np.random.default_rng(seed)
+    x, y = rng.random((B, n, 2)), rng.random((B, n, 2))
+    C = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+    a = np.full((B, n), 1.0 / n)
+    return a, a.copy(), C
+
+
+def run_batched(quick: bool):
+    rows = []
+    B, n = 64, 200
+    a, b, C = batched_problems(B, n)
+    for eps in (1e-2, 1e-3):
+        def check(f, g, i):
+            return l1_error_from_potentials(f, g, C[i], eps, a[i], b[i])
+
+        entries = {}
+        # driftax batched (one vmapped program per stage; compile excluded by a first call)
+        for name, fn in (("driftax_sns_batch", tr.sns_batch), ("driftax_sinkhorn_batch", tr.sinkhorn_batch)):
+            kw = dict(tol=BATCH_TOL) if name.endswith("sns_batch") else dict(tol=BATCH_TOL, max_iter=100_000)
+            jax.block_until_ready(fn(a, b, C, eps, **kw))
+            res, secs = _timed(lambda: jax.block_until_ready(fn(a, b, C, eps, **kw)), reps=2)
+            errs = [check(res.f[i], res.g[i], i) for i in range(B)]
+            entries[name] = (secs / B, max(errs), res)
+        # loops of single solves (each compiled once before timing)
+        for name, fn in (("driftax_sns_loop", tr.sns), ("driftax_sinkhorn_loop", tr.sinkhorn)):
+            kw = dict(tol=BATCH_TOL)
+            jax.block_until_ready(fn(a[0], b[0], C[0], eps, **kw))
+            t0 = time.perf_counter()
+            out = [jax.block_until_ready(fn(a[i], b[i], C[i], eps, **kw)) for i in range(B)]
+            secs = time.perf_counter() - t0
+            errs = [check(r.f, r.g, i) for i, r in enumerate(out)]
+            entries[name] = (secs / B, max(errs), out)
+        if available("ott_sinkhorn"):
+            from ott.geometry import geometry
+            from ott.problems.linear import linear_problem
+            from ott.solvers.linear import sinkhorn
+
+            solver = sinkhorn.Sinkhorn(threshold=BATCH_TOL, norm_error=1, max_iterations=100_000,
+                                       inner_iterations=10, lse_mode=True)
+
+            def one(C, a, b):
+                out = solver(linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b))
+                return out.f, out.g
+
+            fn = jax.jit(jax.vmap(one))
+            args = (jnp.asarray(C), jnp.asarray(a), jnp.asarray(b))
+            jax.block_until_ready(fn(*args))
+            (f, g), secs = _timed(lambda: jax.block_until_ready(fn(*args)), reps=2)
+            errs = [check(f[i], g[i], i) for i in range(B)]
+            entries["ott_vmap"] = (secs / B, max(errs), None)
+        for name, (spp, err, _) in entries.items():
+            row = dict(n=n, epsilon=eps, batch=B, solver=name, seconds_per_problem=float(spp),
+                       max_marginal_error=float(err), converged=bool(err <= BATCH_TOL))
+            rows.append(row)
+            print(f"  batched n={n} eps={eps:<6} B={B} {name:<24} {spp * 1e3:9.2f} ms/problem  max err={err:.1e}"
+                  f"{'' if row['converged'] else '  MISSED TARGET'}", flush=True)
+    return rows
+
+
+def batched_lines(rows):
+    out = []
+    for eps in sorted({r["epsilon"] for r in rows}, reverse=True):
+        rs = {r["solver"]: r for r in rows if r["epsilon"] == eps}
+        cells = ", ".join(f"{k} {v['seconds_per_problem'] * 1e3:.2f} ms{'' if v['converged'] else '*'}"
+                          for k, v in rs.items())
+        out.append(f"  eps={eps:g} (B={next(iter(rs.values()))['batch']}, n={next(iter(rs.values()))['n']}): {cells}")
+        if "driftax_sns_batch" in rs and "driftax_sns_loop" in rs:
+            ratio = rs["driftax_sns_batch"]["seconds_per_problem"] / rs["driftax_sns_loop"]["seconds_per_problem"]
+            out.append(f"    batched SNS per problem / single solve = {ratio:.2f} "
+                       f"{'OK' if ratio <= 1.5 else 'MISSED'} (<= 1.5)")
+    return out
+
+
 # --------------------------------------------------------------------------- reporting
 
 def summarise(rows):
@@ -497,6 +722,30 @@ def plot(rows, outdir: Path):
     plt.close(fig)
 
 
+def plot_moderate(rows, outdir: Path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    outdir.mkdir(parents=True, exist_ok=True)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
+    for ax, dtype in zip(axes, ("float64", "float32")):
+        for s in MODERATE_SOLVERS:
+            for eps, ls in ((0.05, "-"), (0.01, "--")):
+                pts = sorted((r["n"], r["seconds"]) for r in rows
+                             if r["solver"] == s and r["dtype"] == dtype and r["epsilon"] == eps)
+                if pts:
+                    ax.loglog(*zip(*pts), ls, marker="o", label=f"{s} eps={eps}")
+        ax.set_title(f"moderate epsilon, {dtype}")
+        ax.set_xlabel("n")
+    axes[0].set_ylabel("seconds (compile excluded)")
+    axes[1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(outdir / "ot_moderate.png", dpi=120)
+    plt.close(fig)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="n = 500 (and the 784-pixel images) only, short caps, "
@@ -506,7 +755,14 @@ def main(argv=None):
     ap.add_argument("--cap", type=float, default=None, help="seconds cap per slow solver run")
     ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated solver labels")
     ap.add_argument("--problems", default=None, help="comma-separated problem names to keep")
+    ap.add_argument("--tables", default="hard,moderate,batched",
+                    help="comma-separated tables: hard (small epsilon, iterations), moderate (issue 14: point clouds at "
+                    "eps 0.05 / 0.01, float64 and float32), batched (64 problems of n = 200)")
     args = ap.parse_args(argv)
+    tables = set(args.tables.split(","))
+    for t in tables:
+        if t not in ("hard", "moderate", "batched"):
+            ap.error(f"unknown table {t!r}; choose from hard, moderate, batched")
     jax.config.update("jax_enable_x64", True)  # a benchmark script: float64 everywhere (set here, not on import)
     cap = args.cap if args.cap is not None else (2.0 if args.quick else 60.0)
     solvers_arg = args.solvers
@@ -519,7 +775,7 @@ def main(argv=None):
         if s not in SOLVERS:
             ap.error(f"unknown solver {s!r}; choose from {list(SOLVERS)}")
     names = [s for s in names if available(s) or print(f"skipping {s}: not installed")]
-    probs = make_problems(args.quick)
+    probs = make_problems(args.quick) if "hard" in tables else []
     if args.problems:
         keep = set(args.problems.split(","))
         probs = [p for p in probs if p["problem"] in keep]
@@ -544,11 +800,32 @@ def main(argv=None):
                   f"{r['seconds']:8.3f}s  compile {r['compile_seconds']:6.2f}s  err={r['marginal_error']:.2e}"
                   f"{'' if r['converged'] else '  NOT CONVERGED'}{extra}", flush=True)
     summary = summarise(rows)
-    print_table(rows, summary)
+    if rows:
+        print_table(rows, summary)
+    moderate = []
+    if "moderate" in tables:
+        print(f"\nmoderate epsilon (issue 14): cost scaled to max 1, L1 marginal error target {MODERATE_TOL} "
+              "recomputed in float64 from each plan; best of 3, compile excluded")
+        moderate = run_moderate(args.quick, [s for s in MODERATE_SOLVERS if s in names or s not in SOLVERS])
+        print("\nseconds ('*' = recomputed error above the target); target: driftax_sinkhorn at least as fast as "
+              "the fastest converging POT solver")
+        for line in moderate_lines(moderate):
+            print(line)
+    batched = []
+    if "batched" in tables:
+        print(f"\nbatched (issue 14): 64 problems, n = 200 point clouds, float64, L1 target {BATCH_TOL:g}")
+        batched = run_batched(args.quick)
+        print("\nseconds per problem:")
+        for line in batched_lines(batched):
+            print(line)
     print(f"\ntotal benchmark wall time {time.perf_counter() - t_all:.1f}s")
     try:
-        plot(rows, args.out)
-        print(f"plots: {args.out / 'ot_times.png'}, {args.out / 'ot_sns_convergence.png'}")
+        if rows:
+            plot(rows, args.out)
+            print(f"plots: {args.out / 'ot_times.png'}, {args.out / 'ot_sns_convergence.png'}")
+        if moderate:
+            plot_moderate(moderate, args.out)
+            print(f"plot: {args.out / 'ot_moderate.png'}")
     except Exception as e:  # pragma: no cover
         print(f"plotting failed: {e}")
     if args.json:
@@ -557,6 +834,10 @@ def main(argv=None):
             "rows": [{k: r[k] for k in keys} for r in rows],
             "details": [{k: v for k, v in r.items() if k != "errors"} for r in rows],
             "summary": summary,
+            "moderate": [{k: r[k] for k in ("n", "epsilon", "dtype", "solver", "seconds", "marginal_error")}
+                         for r in moderate],
+            "batched": [{k: r[k] for k in ("n", "epsilon", "batch", "solver", "seconds_per_problem")}
+                        for r in batched],
             "meta": dict(tol=TOL, norm="l1", dtype="float64", cap_seconds=cap, quick=args.quick,
                          cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version()),
         }

@@ -29,6 +29,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from driftax import _checks, _sharding
+
 __all__ = ["OTResult", "marginal_error", "NORMS"]
 
 NORMS = ("l1", "l2", "linf")
@@ -262,11 +264,49 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
 
 
 def check_int(x, name: str, minimum: int = 0) -> int:
-    if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(x).__name__}")
-    if x < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {x}")
-    return int(x)
+    """An integer argument ``>= minimum`` (the project's one check, :func:`driftax._checks.check_int`)."""
+    return _checks.check_int(name, x, minimum)
+
+
+def validate_batch(a, b, cost, epsilon, tol, norm: str, dtype):
+    """:func:`validate_problem` for a batch: ``cost (B, n, m)``, ``a (B, n)`` / ``b (B, m)`` or ``None``,
+    ``epsilon`` a scalar or ``(B,)``. Every problem gets the single-problem checks (errors name the problem).
+    Returns stacked ``(a, b, cost, eps (B,), tol)``."""
+    if _any_tracer(a, b, cost, epsilon):
+        raise TypeError("batch solvers take concrete arrays; under jit/vmap use jax.vmap of the single solver")
+    _check_numeric(cost, "cost")
+    c = np.asarray(cost)
+    if c.ndim != 3:
+        raise ValueError(f"cost must be a (B, n, m) stack of cost matrices, got shape {c.shape}")
+    B = c.shape[0]
+    if B == 0:
+        raise ValueError("cost must hold at least one problem, got B = 0")
+    eps = np.asarray(epsilon)
+    if eps.ndim not in (0, 1) or (eps.ndim == 1 and eps.shape != (B,)):
+        raise ValueError(f"epsilon must be a scalar or of shape ({B},), got shape {eps.shape}")
+    for x, name in ((a, "a"), (b, "b")):
+        if x is not None and (np.ndim(x) < 1 or np.shape(x)[0] != B):
+            raise ValueError(f"{name} must have a leading batch axis of {B} problems, got shape {np.shape(x)}")
+    out = []
+    for i in range(B):
+        try:
+            out.append(validate_problem(None if a is None else a[i], None if b is None else b[i], c[i],
+                                        eps if eps.ndim == 0 else eps[i], tol, norm, dtype))
+        except (ValueError, TypeError) as e:
+            raise type(e)(f"problem {i}: {e}") from None
+    a_, b_, c_, e_, _ = (jnp.stack(x) for x in zip(*out))
+    return a_, b_, c_, e_, out[0][4]
+
+
+def shard_batch(arrays, shard: bool):
+    """Place the leading (problem) axis of ``arrays`` over all devices with :func:`driftax._sharding.batch_mesh`
+    (one device, or ``shard=False``: unchanged). A jitted ``vmap`` over them then runs sharded."""
+    if not shard or jax.device_count() == 1:
+        return arrays
+    from jax.sharding import PartitionSpec as P
+
+    mesh = _sharding.batch_mesh(arrays[0].shape[0], what="num_problems")
+    return tuple(_sharding.place(np.asarray(x), mesh, P("batch", *([None] * (x.ndim - 1)))) for x in arrays)
 
 
 def check_init(init, n: int, m: int, dtype, a=None, b=None):

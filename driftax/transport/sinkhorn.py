@@ -1,29 +1,37 @@
-"""Log-domain Sinkhorn with optional epsilon scaling, and Sinkhorn distances/divergences between samples.
+"""Sinkhorn with optional epsilon scaling, and Sinkhorn distances/divergences between samples.
 
-Updates (Peyré & Cuturi 2019, Sec. 4.4; Schmitzer 2019), with ``LSE`` the log-sum-exp, never forming the
-kernel ``exp(-C / eps)`` (which underflows at small ``eps``)::
+The iterates are those of log-domain Sinkhorn (Peyre & Cuturi 2019, Sec. 4.4), with ``LSE`` the log-sum-exp::
 
     f_i <- eps log a_i - eps LSE_j((g_j - C_ij) / eps)
     g_j <- eps log b_j - eps LSE_i((f_i - C_ij) / eps)
 
-After each ``g`` update the column marginal is exact, and the row marginal ``r_i = exp(f_i/eps + LSE_j(...))``
-comes for free from the next ``f`` update, so the stopping rule ``|P 1 - a| + |P^T 1 - b| <= tol`` is checked
-on every iteration at no extra cost. When it passes, the full error (both marginals, from the plan, as in the final
-check) is recomputed once, and the sweeps resume if rounding in the column marginal keeps it above ``tol``; the
-error reported in :class:`OTResult` is that of the final potentials. With ``epsilon_scaling=q`` the
-regularisation follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (a warm start through a
-decreasing epsilon schedule, Kosowsky & Yuille 1994; Schmitzer 2019).
+computed in stabilised scaling form (Schmitzer 2019, "Stabilized sparse scaling algorithms for entropy
+regularized transport problems", SIAM J. Sci. Comput. 41(3)): the potentials are absorbed into a kernel
+``K = exp((f + g - C) / eps)`` formed once per block, and a sweep is ``u <- a / (K v)``, ``v <- b / (K^T u)``
+(two mat-vecs, as in a kernel Sinkhorn, instead of two passes of exponentials); ``K`` is re-formed when a scaling
+leaves ``[exp(-tau), exp(tau)]``, and a sweep that ``K`` cannot do (it underflowed at small ``eps``) is done in the
+log domain. :func:`sweeps` is the one sweep implementation, also used by :func:`driftax.transport.sns`.
 
-Everything is ``lax.while_loop`` (the sweeps nested in the recheck loop); :func:`sinkhorn` is ``jit``-able and
-``vmap``-able over a batch
-of problems (``jax.vmap(lambda a, b, C: sinkhorn(a, b, C, eps))``).
+After each ``g`` update the column marginal is exact, and the row marginal ``r_i = u_i (K v)_i`` comes for free
+from the next ``u`` update, so the stopping rule ``|P 1 - a| + |P^T 1 - b| <= tol`` is checked on every sweep
+at no extra cost. When it passes, the full error (both marginals, from the plan, as in the final check) is
+recomputed once, and the sweeps resume if rounding in the column marginal keeps it above ``tol``; the error
+reported in :class:`OTResult` is that of the final potentials. With ``epsilon_scaling=q`` the regularisation
+follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (Kosowsky & Yuille 1994; Schmitzer 2019); the
+sweeps before ``eps`` is reached run in the log domain (the kernel changes at every one of them).
+
+Everything is ``lax.while_loop`` (blocks of sweeps nested in the recheck loop); :func:`sinkhorn` is ``jit``-able
+and ``vmap``-able over a batch of problems (``jax.vmap(lambda a, b, C: sinkhorn(a, b, C, eps))``, or
+:func:`sinkhorn_batch`, sharded over devices).
 """
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.scipy.special import logsumexp
 
 from driftax.transport import costs as _costs
@@ -39,7 +47,8 @@ from driftax.transport.problem import (
     warn_if_float32,
 )
 
-__all__ = ["sinkhorn", "sinkhorn_distance", "sinkhorn_divergence", "solve_sinkhorn"]
+__all__ = ["sinkhorn", "sinkhorn_batch", "sinkhorn_distance", "sinkhorn_divergence", "solve_sinkhorn", "sweeps",
+           "fixed_sweeps", "maybe"]
 
 
 def _log(w):
@@ -59,39 +68,163 @@ def _row_error(f, lse_r, a, eps, norm):
     return _norm(jnp.exp(f / eps + lse_r) - a, norm)
 
 
-def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_schedule=None,
-                  history_every: int = 1):
-    """Run log-domain Sinkhorn from ``(f, g)`` until the marginal error is ``<= tol`` or ``max_iter`` sweeps.
+def maybe(pred, fn, default):
+    """``fn()`` if ``pred`` else ``default`` (same pytree structure), evaluating ``fn`` only when needed.
 
-    Returns ``(f, g, err, iterations, history)``; ``err`` is the full error ``|P 1 - a| + |P^T 1 - b|`` of the
-    returned ``(f, g)``, computed from the plan exactly as in the final convergence check, and ``history[t]`` the
-    row error after sweep ``(t + 1) * history_every`` or the last sweep before it (``-1`` beyond; length
-    ``ceil(max_iter / history_every)``). ``eps_schedule(t)`` gives the epsilon of sweep ``t`` (defaults to ``eps``).
+    A ``lax.cond`` with a batched predicate becomes a ``select`` under ``vmap``, which evaluates both branches
+    for every problem: an expensive rarely-taken branch (an exponential pass, a block of log-domain sweeps) would
+    then be paid at every call. A ``while_loop`` of at most one trip keeps its predicate: under ``vmap`` the body
+    runs only when some problem of the batch needs it (and the others keep ``default``).
+    """
+    def body(carry):
+        return jnp.zeros_like(carry[0]), fn()
 
-    The sweeps stop on the row error (the column marginal is exact after a ``g`` update, up to rounding); the
-    full error is then recomputed, and the sweeps resume while it is still above ``tol`` (up to ``max_iter``),
-    so that a stop before ``max_iter`` means the final check passes.
+    return jax.lax.while_loop(lambda c: c[0], body, (jnp.asarray(pred), default))[1]
+
+
+def _range(dtype) -> float:
+    """Largest ``|log u|``, ``|log v|`` of a scaling before it is absorbed into the potentials: 100 in float64,
+    23 in float32. Kernel entries that underflowed when ``K`` was formed (below ``exp(-L)``, ``L`` = 708 in
+    float64, 87 in float32) stay below ``exp(-L + 2 tau) <= exp(-40)`` of the marginals at any scaled point."""
+    return float(min(100.0, (-np.log(np.finfo(dtype).tiny) - 40.0) / 2.0))
+
+
+class SweepState(NamedTuple):
+    """State of the Sinkhorn sweeps: potentials, the row error ``|P 1 - a|`` at them (``inf`` when unknown), the
+    sweep count and the error history."""
+
+    f: jax.Array
+    g: jax.Array
+    err: jax.Array
+    it: jax.Array
+    hist: jax.Array
+
+
+def sweep_state(a, b, cost, eps, f, g, *, hist_len: int, norm: str, full_error: bool = True) -> SweepState:
+    """Initial :class:`SweepState` at ``(f, g)``. ``full_error``: both marginal errors (two log-sum-exp passes),
+    so that a converged warm start stops at once; otherwise the error is ``inf`` (at least one sweep)."""
+    if full_error:
+        err = (_row_error(f, _lse_rows(g, cost, eps), a, eps, norm)
+               + _norm(jnp.exp(g / eps + _lse_cols(f, cost, eps)) - b, norm))
+    else:
+        err = jnp.asarray(jnp.inf, cost.dtype)
+    return SweepState(f, g, err, jnp.asarray(0, jnp.int32), jnp.full((hist_len,), -1.0, cost.dtype))
+
+
+def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, history_every: int = 1) -> SweepState:
+    """Sinkhorn sweeps from ``state`` until the row error is ``<= tol`` or ``max_it`` sweeps in all: the one sweep
+    implementation of :mod:`driftax.transport` (used by :func:`sinkhorn` and by the warm start and fallback of
+    :func:`driftax.transport.sns`).
+
+    The iterates are those of log-domain Sinkhorn (``f <- eps log a - eps LSE_j((g_j - C_ij)/eps)``, then the
+    same for ``g``), computed in stabilised scaling form (Schmitzer 2019, "Stabilized sparse scaling algorithms
+    for entropy regularized transport problems", Alg. 2-3). A *block* starts with a log-domain ``f`` update whose
+    exponential pass also gives the kernel with the potentials absorbed: with ``M_ij = (g_j - C_ij)/eps``,
+    ``m_i = max_j M_ij``, ``E_ij = exp(M_ij - m_i)`` and ``s_i = sum_j E_ij``, the update is
+    ``f_i = eps (log a_i - m_i - log s_i)`` and ``K_ij = exp((f_i + g_j - C_ij)/eps) = E_ij a_i / s_i``. Then it
+    sweeps in scaling form with two mat-vecs each, ``u <- a / (K v)``, ``v <- b / (K^T u)``, the potentials being
+    ``f + eps log u``, ``g + eps log v``. The block ends, and the next one re-absorbs, when a scaling leaves
+    ``[exp(-tau), exp(tau)]`` (:func:`_range`) or a sum ``K v``, ``K^T u`` is not a positive finite number where the
+    weight is positive (the kernel underflowed there). When even the first ``g`` update of a block cannot be done
+    from ``K`` (a column of ``K`` underflowed, as at small ``eps`` far from the optimum), that sweep is completed in
+    the log domain. Sweeps that would fail are never applied, so the iterates equal log-domain Sinkhorn's up to
+    rounding and to kernel entries below ``exp(-40)`` of the marginals: one exponential pass per block instead of
+    two per sweep. ``hist[it // history_every]`` receives the row error of sweep ``it``.
     """
     loga, logb = _log(a), _log(b)
-    sched = (lambda t: eps) if eps_schedule is None else eps_schedule
     dtype = cost.dtype
+    hi = jnp.asarray(np.exp(_range(dtype)), dtype)
+    lo = 1.0 / hi
+    apos, bpos = a > 0, b > 0
+    hist_len = state.hist.shape[0]
 
-    # error of the initial point: both marginals (one extra pass, once)
-    eps0 = sched(0)
-    lse_r0 = _lse_rows(g, cost, eps0)
-    err0 = jnp.where(
-        eps0 == eps,
-        _row_error(f, lse_r0, a, eps0, norm) + _norm(jnp.exp(g / eps0 + _lse_cols(f, cost, eps0)) - b, norm),
-        jnp.inf,
-    )
-    hist0 = jnp.full((-(-max(max_iter, 1) // history_every),), -1.0, dtype)
+    def record(hist, it, err, ok=True):
+        # a sweep that is not applied records nothing (its index is dropped): no select over the whole history
+        return hist.at[jnp.where(ok, it // history_every, hist_len)].set(err, mode="drop")
 
-    def cond(state):
-        _, _, _, err, it, _ = state
-        return (it < max_iter) & (err > tol)  # False for NaN err: stops, then reported as not converged
+    def block_cond(s):
+        return (s.it < max_it) & (s.err > tol)  # False for NaN: stops, then reported as not converged
 
-    def body(state):
-        f, g, lse_r, _, it, hist = state
+    def block_body(s):
+        # first half of sweep s.it in the log domain; the same exponential pass gives the absorbed kernel
+        mm = (s.g[None, :] - cost) / eps
+        mx = jnp.max(mm, axis=1)
+        mx = jnp.where(jnp.isfinite(mx), mx, 0.0)
+        e = jnp.exp(mm - mx[:, None])
+        rs = jnp.sum(e, axis=1)
+        f = eps * (loga - mx - jnp.log(rs))
+        k = e * jnp.where(apos, a / jnp.where(rs > 0, rs, 1.0), 0.0)[:, None]
+        col = jnp.sum(k, axis=0)
+        v = jnp.where(bpos, b / jnp.where(col > 0, col, 1.0), 0.0)
+        # (a NaN or inf entry of K makes its column sum fail this test, or K v below)
+        fast = jnp.all(jnp.where(bpos, (col > 0) & (v >= lo) & (v <= hi), True))
+        kv = k @ v
+        fast = fast & jnp.all(jnp.where(apos, (kv > 0) & jnp.isfinite(kv), True))
+
+        def log_half():
+            # the second half of the sweep in the log domain, and its row error (one more pass, rare)
+            g = eps * (logb - _lse_cols(f, cost, eps))
+            return g, _row_error(f, _lse_rows(g, cost, eps), a, eps, norm)
+
+        g_slow, err_slow = maybe(~fast, log_half, (s.g, s.err))
+        err = jnp.where(fast, _norm(kv - a, norm), err_slow)
+        hist = record(s.hist, s.it, err)
+        it = s.it + 1
+
+        # scaling-form sweeps on this kernel: u <- a / (K v), v <- b / (K^T u); kv = K v
+        def cond(c):
+            _, _, _, err, it, _, ok = c
+            return ok & (it < max_it) & (err > tol)
+
+        def body(c):
+            u, v, kv, err, it, hist, _ = c
+            u2 = jnp.where(apos, a / jnp.where(kv > 0, kv, 1.0), 0.0)
+            ktu = u2 @ k
+            v2 = jnp.where(bpos, b / jnp.where(ktu > 0, ktu, 1.0), 0.0)
+            kv2 = k @ v2
+            ok = (jnp.all(jnp.where(apos, (u2 >= lo) & (u2 <= hi) & (kv2 > 0) & jnp.isfinite(kv2), True))
+                  & jnp.all(jnp.where(bpos, (ktu > 0) & (v2 >= lo) & (v2 <= hi), True)))
+            e2 = _norm(u2 * kv2 - a, norm)
+            # a failing sweep is not applied: the next block redoes it from freshly absorbed potentials
+            hist = record(hist, it, e2, ok)
+            return (jnp.where(ok, u2, u), jnp.where(ok, v2, v), jnp.where(ok, kv2, kv), jnp.where(ok, e2, err),
+                    it + ok.astype(it.dtype), hist, ok)
+
+        u0 = jnp.where(apos, 1.0, 0.0).astype(dtype)
+        u, v, kv, err, it, hist, _ = jax.lax.while_loop(cond, body, (u0, v, kv, err, it, hist, fast))
+        f_fast = jnp.where(apos, f + eps * jnp.log(jnp.where(apos, u, 1.0)), -jnp.inf)
+        g_fast = jnp.where(bpos, s.g + eps * jnp.log(jnp.where(bpos, v, 1.0)), -jnp.inf)
+        return SweepState(jnp.where(fast, f_fast, f), jnp.where(fast, g_fast, g_slow), err, it, hist)
+
+    return jax.lax.while_loop(block_cond, block_body, state)
+
+
+def fixed_sweeps(a, b, cost, eps, f, g, count: int):
+    """``count`` Sinkhorn sweeps from ``(f, g)`` by :func:`sweeps` (fewer only if the marginals become exact).
+    Returns ``(f, g)``. Used by :func:`driftax.transport.sns` for its warm start and its fallback sweeps."""
+    if count <= 0:
+        return f, g
+    st = sweep_state(a, b, cost, eps, f, g, hist_len=1, norm="l1", full_error=False)
+    st = sweeps(a, b, cost, eps, st, jnp.zeros((), cost.dtype), count, norm="l1", history_every=count + 1)
+    return st.f, st.g
+
+
+def log_sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, eps_schedule=None,
+               history_every: int = 1, until_eps: bool = False) -> SweepState:
+    """Reference log-domain Sinkhorn (two log-sum-exp passes per sweep: the algorithm before the scaling form),
+    also used while an epsilon schedule decreases ``eps``: sweeps from ``state`` until the row error is ``<= tol``
+    or ``max_it`` sweeps in all. With ``eps_schedule`` (``eps_t`` of sweep ``t``) the row error counts as ``inf``
+    while ``eps_t > eps`` and those sweeps record ``-1`` in the history. ``until_eps``: stop as soon as the
+    schedule reaches ``eps`` (or on the row error)."""
+    loga, logb = _log(a), _log(b)
+    sched = (lambda t: eps) if eps_schedule is None else eps_schedule
+
+    def cond(st):
+        go = (st[4] < max_it) & (st[3] > tol)  # False for NaN err: stops, then reported as not converged
+        return go & (sched(st[4]) != eps) if until_eps else go
+
+    def body(st):
+        f, g, lse_r, _, it, hist = st
         e = sched(it)
         f = e * (loga - lse_r)
         g = e * (logb - _lse_cols(f, cost, e))
@@ -99,35 +232,70 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
         lse_r = _lse_rows(g, cost, e_next)
         err = _row_error(f, lse_r, a, e_next, norm)
         err = jnp.where(e == eps, err, jnp.inf)  # not converged while epsilon is still being decreased
-        hist = hist.at[it // history_every].set(jnp.where(e == eps, err, -1.0))
+        hist = hist.at[it // history_every].set(jnp.where(e == eps, err, -1.0), mode="drop")
         return f, g, lse_r, err, it + 1, hist
 
-    def full_error(f, g):
-        p = _plan(f, g, cost, jnp.asarray(eps, dtype))
-        return _norm(p.sum(axis=1) - a, norm) + _norm(p.sum(axis=0) - b, norm)
+    st = (state.f, state.g, _lse_rows(state.g, cost, sched(state.it)), state.err, state.it, state.hist)
+    f, g, _, err, it, hist = jax.lax.while_loop(cond, body, st)
+    return SweepState(f, g, err, it, hist)
+
+
+def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_schedule=None,
+                  history_every: int = 1, log_domain: bool = False, warm: bool = True):
+    """Run Sinkhorn from ``(f, g)`` until the marginal error is ``<= tol`` or ``max_iter`` sweeps.
+
+    Returns ``(f, g, final, iterations, history)`` with ``final = (err, transport, dual, converged)`` of
+    :func:`driftax.transport.problem._finalize` at the returned ``(f, g)`` (``err`` the full error
+    ``|P 1 - a| + |P^T 1 - b|``, from the plan), and ``history[t]`` the row error after sweep
+    ``(t + 1) * history_every`` or the last sweep before it (``-1`` beyond; length
+    ``ceil(max_iter / history_every)``). ``eps_schedule(t)`` gives the epsilon of sweep ``t`` (defaults to ``eps``;
+    those sweeps run in the log domain, the rest by :func:`sweeps`, or all in the log domain with ``log_domain``).
+    ``warm=False`` (a start from zero potentials) skips the initial error (two passes).
+
+    The sweeps stop on the row error (the column marginal is exact after a ``g`` update, up to rounding); the
+    full check is then made, and the sweeps resume while it fails (up to ``max_iter``), so that a stop before
+    ``max_iter`` means the final check passes. The last check is the final one (one pass over the plan).
+    """
+    dtype = cost.dtype
+    hist_len = -(-max(max_iter, 1) // history_every)
+    sched = (lambda t: eps) if eps_schedule is None else eps_schedule
+    e0 = sched(0)
+    state = sweep_state(a, b, cost, e0, f, g, hist_len=hist_len, norm=norm, full_error=warm)
+    state = state._replace(err=jnp.where(e0 == eps, state.err, jnp.inf))
+    if eps_schedule is not None and not log_domain:
+        # the schedule's sweeps in the log domain (the kernel changes with eps at every sweep); they end once eps
+        # is reached (the row error is inf before), the rest runs in scaling form
+        state = log_sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, eps_schedule=eps_schedule,
+                           history_every=history_every, until_eps=True)
+
+    def inner(state):
+        if log_domain:
+            return log_sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, eps_schedule=eps_schedule,
+                              history_every=history_every)
+        return sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, history_every=history_every)
 
     def outer_cond(outer):
-        inner, full = outer
-        return (inner[4] < max_iter) & (full > tol)  # False for NaN: stops, reported as not converged
+        state, final = outer
+        return (state.it < max_iter) & (final[0] > tol)  # False for NaN: stops, reported as not converged
 
     def outer_body(outer):
-        inner, _ = outer
-        inner = jax.lax.while_loop(cond, body, inner)
-        full = full_error(inner[0], inner[1])
+        state, _ = outer
+        state = inner(state)
+        final = _finalize(a, b, cost, eps, state.f, state.g, tol, norm)
         # resume only if the full check fails while the row error passed (inf forces at least one sweep)
-        inner = inner[:3] + (jnp.where(full > tol, jnp.asarray(jnp.inf, dtype), inner[3]),) + inner[4:]
-        return inner, full
+        return state._replace(err=jnp.where(final[0] > tol, jnp.asarray(jnp.inf, dtype), state.err)), final
 
-    state = (f, g, lse_r0, err0, jnp.asarray(0, jnp.int32), hist0)
-    (f, g, _, _, it, hist), err = jax.lax.while_loop(outer_cond, outer_body,
-                                                     (state, jnp.asarray(jnp.inf, dtype)))
-    return f, g, err, it, hist
+    nan = jnp.asarray(jnp.nan, dtype)
+    init = (state, (jnp.asarray(jnp.inf, dtype), nan, nan, jnp.asarray(False)))
+    state, final = jax.lax.while_loop(outer_cond, outer_body, init)
+    return state.f, state.g, final, state.it, state.hist
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every"))
+@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "warm"))
 def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool,
-                   history_every: int = 1):
-    """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``."""
+                   history_every: int = 1, warm: bool = True):
+    """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``.
+    ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes)."""
     if scaling:
         eps_start = jnp.maximum(jnp.max(jnp.abs(cost)), eps)
 
@@ -135,9 +303,9 @@ def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int,
             return jnp.maximum(eps, eps_start * scale_factor ** jnp.asarray(t, cost.dtype))
     else:
         schedule = None
-    f, g, _, it, hist = sinkhorn_loop(a, b, cost, eps, f0, g0, tol, max_iter=max_iter, norm=norm,
-                                      eps_schedule=schedule, history_every=history_every)
-    err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
+    f, g, final, it, hist = sinkhorn_loop(a, b, cost, eps, f0, g0, tol, max_iter=max_iter, norm=norm,
+                                          eps_schedule=schedule, history_every=history_every, warm=warm)
+    err, transport, dual, converged = final
     zero = jnp.asarray(0, jnp.int32)
     return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
                     marginal_error=err, iterations=it, converged=converged, errors=hist,
@@ -146,16 +314,21 @@ def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int,
 
 def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000, init=None,
              epsilon_scaling: float | None = None, history_every: int = 1, norm: str = "l1",
-             dtype=None) -> OTResult:
-    """Entropic optimal transport by log-domain Sinkhorn.
+             dtype=None, **unknown) -> OTResult:
+    """Entropic optimal transport by Sinkhorn, in stabilised scaling form (log-domain where the kernel underflows).
 
     Solves ``min_P <C, P> + eps sum P log P`` s.t. ``P 1 = a``, ``P^T 1 = b`` through its dual (see
     :mod:`driftax.transport.problem`) with alternating exact maximisation in ``f`` and ``g``::
 
         f_i <- eps log a_i - eps LSE_j((g_j - C_ij)/eps),   g_j <- eps log b_j - eps LSE_i((f_i - C_ij)/eps)
 
-    The number of sweeps grows like ``1/eps`` (about ``2.2 / eps`` on unit-square point clouds);
-    :func:`driftax.transport.sns` (Tang et al., ICLR 2024) is the fast solver at small ``eps``.
+    These log-domain iterates are computed by :func:`sweeps` as ``u <- a / (K v)``, ``v <- b / (K^T u)`` on a kernel
+    ``K = exp((f + g - C)/eps)`` that absorbs the potentials when the scalings grow and is re-formed where it
+    underflows (Schmitzer 2019): two mat-vecs per sweep, like a kernel Sinkhorn (POT's ``ot.sinkhorn``), and as
+    safe as the log domain at small ``eps``. The number of sweeps grows like ``1/eps`` (about ``2.2 / eps`` on
+    unit-square point clouds); :func:`driftax.transport.sns` (Tang et al., ICLR 2024) is the fast solver at
+    small ``eps``. Both solvers share the keywords ``tol``, ``max_iter``, ``norm``, ``init``, ``dtype``,
+    ``history_every``; an unknown keyword raises ``TypeError`` listing them.
 
     Args:
       a, b: non-negative weights of shapes ``(n,)``, ``(m,)`` with equal sums (``None``: uniform).
@@ -172,13 +345,14 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
     Returns:
       :class:`OTResult` with ``converged=False`` (never NaN-and-converged) when ``tol`` is not reached.
     """
+    if unknown:
+        name = next(iter(unknown))
+        hint = " (an SNS setting: use driftax.transport.sns)" if name in ("max_newton", "options") else ""
+        raise TypeError(f"sinkhorn() got an unexpected keyword argument {name!r}{hint}; accepted keywords: tol, "
+                        "max_iter, norm, init, dtype, history_every, epsilon_scaling")
     max_iter = check_int(max_iter, "max_iter", 1)
     history_every = check_int(history_every, "history_every", 1)
-    scaling = epsilon_scaling is not None
-    if scaling:
-        q = float(epsilon_scaling)
-        if not 0.0 < q < 1.0:
-            raise ValueError(f"epsilon_scaling must be None or a factor in (0, 1), got {epsilon_scaling}")
+    scaling = _check_scaling(epsilon_scaling) is not None
     ctx, dt = precision_context(dtype, a, b, cost, epsilon)
     with ctx:
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
@@ -186,7 +360,49 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
         f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype, a_, b_)
         qf = jnp.asarray(epsilon_scaling if scaling else 1.0, c_.dtype)
         return solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
-                              history_every=history_every)
+                              history_every=history_every, warm=init is not None)
+
+
+def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000, norm: str = "l1",
+                   dtype=None, history_every: int = 100, epsilon_scaling: float | None = None,
+                   shard: bool = True) -> OTResult:
+    """Many Sinkhorn problems at once: one compiled ``vmap`` over the problem axis, sharded over all devices
+    (:func:`driftax._sharding.batch_mesh`; ``shard=False`` keeps one device).
+
+    ``cost`` is ``(B, n, m)``, ``a`` ``(B, n)`` and ``b`` ``(B, m)`` (``None``: uniform), ``epsilon`` a scalar or
+    ``(B,)``; the rest as in :func:`sinkhorn` (``history_every`` defaults to 100 here: the history is
+    ``B * max_iter / history_every`` floats). Returns an :class:`OTResult` with a leading batch axis. The
+    sweeps' rare branches (absorption, log-domain completion) run only when a problem needs them
+    (:func:`maybe`), but a batch sweeps until its slowest problem has converged: it costs about its largest
+    sweep count times the batch size.
+    """
+    from driftax.transport.problem import shard_batch, validate_batch
+
+    max_iter = check_int(max_iter, "max_iter", 1)
+    history_every = check_int(history_every, "history_every", 1)
+    q = _check_scaling(epsilon_scaling)
+    ctx, dt = precision_context(dtype, a, b, cost, epsilon)
+    with ctx:
+        a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
+        warn_if_float32(c_.dtype, tol)
+        a_, b_, c_, eps = shard_batch((a_, b_, c_, eps), shard)
+        qf = jnp.asarray(1.0 if q is None else q, c_.dtype)
+        return _solve_batch(a_, b_, c_, eps, jnp.zeros_like(a_), jnp.zeros_like(b_), tol_, qf, max_iter=max_iter,
+                            norm=norm, scaling=q is not None, history_every=history_every, warm=False)
+
+
+@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "warm"))
+def _solve_batch(a, b, cost, eps, f0, g0, tol, q, **kw):
+    return jax.vmap(lambda a, b, c, e, f, g: solve_sinkhorn(a, b, c, e, f, g, tol, q, **kw))(a, b, cost, eps, f0, g0)
+
+
+def _check_scaling(epsilon_scaling):
+    if epsilon_scaling is None:
+        return None
+    q = float(epsilon_scaling)
+    if not 0.0 < q < 1.0:
+        raise ValueError(f"epsilon_scaling must be None or a factor in (0, 1), got {epsilon_scaling}")
+    return q
 
 
 # --------------------------------------------------------------------------- distances between samples
@@ -207,7 +423,7 @@ def _ot(x, y, wx, wy, cost, epsilon, solver, kw):
 
 def sinkhorn_distance(x, y, epsilon: float | None = None, *, a=None, b=None, cost: str = "sqeuclidean",
                       debiased: bool = False, method: str = "sinkhorn", tol: float = 1e-6,
-                      max_iter: int = 20_000, dtype=None, **kwargs):
+                      max_iter: int | None = None, dtype=None, **kwargs):
     """Entropic OT distance between two samples ``x (n, d)`` and ``y (m, d)`` (a sample-quality metric).
 
     * ``debiased=False``: the Sinkhorn distance of Cuturi (2013), ``<C, P_eps>`` with ``P_eps`` the entropic
@@ -217,7 +433,8 @@ def sinkhorn_distance(x, y, epsilon: float | None = None, *, a=None, b=None, cos
       (dual value); ``S_eps >= 0``, ``S_eps(a, a) = 0``, and it metrises weak convergence.
 
     ``epsilon=None`` uses ``0.05 * mean(C)``. ``a``/``b`` are optional sample weights (normalised here).
-    ``method`` is ``"sinkhorn"`` or ``"sns"``; extra keyword arguments go to the solver. Returns a scalar.
+    ``method`` is ``"sinkhorn"`` or ``"sns"``; ``max_iter`` and extra keyword arguments (``norm``, ``options``...)
+    go to the solver (``max_iter=None``: 20,000 sweeps for Sinkhorn, SNS's default). Returns a scalar.
     Raises ``ValueError`` if a solve does not converge (a distance is never silently wrong); under
     ``jit``/``vmap`` (traced inputs, no exception possible) an unconverged solve gives ``NaN`` instead.
     """
@@ -241,8 +458,8 @@ def sinkhorn_distance(x, y, epsilon: float | None = None, *, a=None, b=None, cos
         if epsilon is None:
             epsilon = 0.05 * float(jnp.mean(cxy)) if not isinstance(cxy, jax.core.Tracer) else 0.05 * jnp.mean(cxy)
         kw = dict(tol=tol, dtype=dtype, **kwargs)
-        if method == "sinkhorn":
-            kw["max_iter"] = max_iter
+        if max_iter is not None or method == "sinkhorn":
+            kw["max_iter"] = 20_000 if max_iter is None else max_iter
         res = solver(wx, wy, cxy, epsilon, **kw)
         _check_converged(res, "x, y")
         if not debiased:

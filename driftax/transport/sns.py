@@ -9,8 +9,8 @@ The dual (see :mod:`driftax.transport.problem`) is maximised over ``z = (f, g)``
     grad D  = (a - P 1, b - P^T 1)
     -hess D = (1/eps) [[diag(P 1), P], [P^T, diag(P^T 1)]]        (PSD, null vector (1, -1))
 
-1. *Warm start*: ``warm_start`` Sinkhorn sweeps, in stabilised scaling form (the log-domain iterates, one
-   exponential pass per 10 sweeps; see :func:`_scaling_sweeps`).
+1. *Warm start*: ``warm_start`` Sinkhorn sweeps, in stabilised scaling form (the log-domain iterates; the
+   sweeps of :func:`driftax.transport.sinkhorn`, :func:`driftax.transport.sinkhorn.sweeps`).
 2. *Newton stage* (Algorithm 1 of the paper): the off-diagonal block ``P`` is replaced by a sparse ``S`` keeping
    the ``k`` largest entries of each row (the diagonal blocks keep the exact marginals ``r = P 1``,
    ``c = P^T 1``, so ``H_S = [[diag r, S], [S^T, diag c]]`` is diagonally dominant and positive semi-definite).
@@ -41,10 +41,12 @@ stalled with 5 entries per row keeping 98% of the mass and matched the dense New
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
-from typing import NamedTuple
+import warnings
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -58,11 +60,14 @@ from driftax.transport.problem import (
     check_init,
     check_int,
     precision_context,
+    shard_batch,
+    validate_batch,
     validate_problem,
     warn_if_float32,
 )
+from driftax.transport.sinkhorn import fixed_sweeps, maybe
 
-__all__ = ["sns", "newton_stage", "choose_budget"]
+__all__ = ["sns", "sns_batch", "SNSOptions", "newton_stage", "choose_budget"]
 
 
 # --------------------------------------------------------------------------- dense passes
@@ -91,67 +96,6 @@ def _top_logits(f, g, cost, eps, k: int):
 def _entries(f, g, cost, eps, idx):
     rows = jnp.arange(cost.shape[0])[:, None]
     return jnp.exp((f[:, None] + g[idx] - cost[rows, idx]) / eps)
-
-
-def _scaling_sweeps(a, b, cost, eps, f, g, sweeps: int, absorb_every: int = 10):
-    """``sweeps`` Sinkhorn sweeps in stabilised scaling form (Schmitzer 2019, Alg. 2): the same iterates as
-    log-domain Sinkhorn, ``f <- eps log a - eps LSE_j((g_j - C_ij)/eps)`` then the same for ``g``, computed as
-    ``u <- a / (K v)``, ``v <- b / (K^T u)`` with ``K = exp((f + g - C)/eps)`` re-formed ("absorbed" into the
-    potentials) every ``absorb_every`` sweeps, so that a block costs one exponential pass and two mat-vecs per
-    sweep instead of two log-sum-exp passes. The first ``f`` update is a log-sum-exp (no kernel underflow);
-    if a block produces a non-finite or out-of-range scaling it is redone in the log domain.
-    Returns ``(f, g)``.
-    """
-    if sweeps <= 0:
-        return f, g
-    loga = jnp.where(a > 0, jnp.log(jnp.where(a > 0, a, 1.0)), -jnp.inf)
-    logb = jnp.where(b > 0, jnp.log(jnp.where(b > 0, b, 1.0)), -jnp.inf)
-
-    def log_sweeps(f, g, count):
-        def one(_, fg):
-            f, g = fg
-            f = eps * (loga - jax.scipy.special.logsumexp((g[None, :] - cost) / eps, axis=1))
-            g = eps * (logb - jax.scipy.special.logsumexp((f[:, None] - cost) / eps, axis=0))
-            return f, g
-        return jax.lax.fori_loop(0, count, one, (f, g))
-
-    def block(fg, count):
-        f, g = fg
-        # first f update in the log domain: rows of the current plan are then normalised to a
-        f = eps * (loga - jax.scipy.special.logsumexp((g[None, :] - cost) / eps, axis=1))
-        k = jnp.exp((f[:, None] + g[None, :] - cost) / eps)
-        col = k.sum(axis=0)
-        v = jnp.where(b > 0, b / jnp.where(col > 0, col, 1.0), 0.0)
-        u = jnp.ones_like(a)
-        # an underflowed row/column sum (K v = 0 where a > 0) would make the scaling update wrong, not just
-        # inaccurate: it is tracked and the block is then redone in the log domain
-        positive = jnp.all(jnp.where(b > 0, col > 0, True))
-
-        def one(_, uvp):
-            u, v, positive = uvp
-            kv = k @ v
-            u = jnp.where(a > 0, a / jnp.where(kv > 0, kv, 1.0), 0.0)
-            ktu = k.T @ u
-            v = jnp.where(b > 0, b / jnp.where(ktu > 0, ktu, 1.0), 0.0)
-            positive = positive & jnp.all(jnp.where(a > 0, kv > 0, True)) & jnp.all(jnp.where(b > 0, ktu > 0, True))
-            return u, v, positive
-
-        u, v, positive = jax.lax.fori_loop(0, count - 1, one, (u, v, positive))
-        f2 = f + eps * jnp.log(u)
-        g2 = g + eps * jnp.log(v)
-        ok = positive & (jnp.all(jnp.where(a > 0, (u > 1e-200) & (u < 1e200), True))
-              & jnp.all(jnp.where(b > 0, (v > 1e-200) & (v < 1e200), True))
-              & jnp.all(jnp.where(a > 0, jnp.isfinite(f2), True)) & jnp.all(jnp.where(b > 0, jnp.isfinite(g2), True)))
-        return jax.lax.cond(ok, lambda: (jnp.where(a > 0, f2, -jnp.inf), jnp.where(b > 0, g2, -jnp.inf)),
-                            lambda: log_sweeps(fg[0], fg[1], count))
-
-    nblocks, rest = divmod(sweeps, absorb_every)
-    fg = (f, g)
-    if nblocks:
-        fg = jax.lax.fori_loop(0, nblocks, lambda _, fg: block(fg, absorb_every), fg)
-    if rest:
-        fg = block(fg, rest)
-    return fg
 
 
 # --------------------------------------------------------------------------- sparse algebra and CG
@@ -349,7 +293,8 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     def body(s):
         f, g, r, c, dual, err, kern, idx, best, it, sweeps, cg_total, hist, since = s
         u, v, dev = _scalings(kern, a, b, eps, f, g)
-        kern = jax.lax.cond(dev > _trust(dtype) / 3, lambda: _absorb(a, b, cost, eps, f, g), lambda: kern)
+        # (maybe, not lax.cond: under vmap a cond runs both branches, an exponential pass per step and problem)
+        kern = maybe(dev > _trust(dtype) / 3, lambda: _absorb(a, b, cost, eps, f, g), kern)
         u, v, _ = _scalings(kern, a, b, eps, f, g)
         idx, vals = refresh_rows(kern, u, v, r, idx)
         df, dg, cg_it = _newton_direction(a, b, r, c, vals, idx, eps, cg_tol, max_cg)
@@ -375,7 +320,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
         t_state = jax.lax.while_loop(ls_cond, ls_body, t_state)
 
         def do_sweeps():
-            f2, g2 = _scaling_sweeps(a, b, cost, eps, f, g, fallback_sweeps)
+            f2, g2 = fixed_sweeps(a, b, cost, eps, f, g, fallback_sweeps)
             return (f2, g2) + _state(a, b, cost, eps, f2, g2, norm), jnp.asarray(fallback_sweeps, jnp.int32)
 
         if patience > 0:
@@ -384,7 +329,8 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
                                                           lambda: (f, g, r, c, dual, err)), zero
             failed = ~t_state[2]
         else:
-            (f, g, r, c, dual, err), extra = jax.lax.cond(t_state[2], lambda: (t_state[3:], zero), do_sweeps)
+            # fallback sweeps only where a line search failed (under vmap: only when one did, see `maybe`)
+            (f, g, r, c, dual, err), extra = maybe(~t_state[2], do_sweeps, (t_state[3:], zero))
             failed = False
         improved = err < 0.9 * best
         hist = hist.at[it].set(err)
@@ -454,11 +400,104 @@ def _schedule(continuation):
     return factors, False
 
 
-def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continuation=None,
-        density: float | None = None, mass_tol: float = 1e-3, max_newton: int = 200, cg_tol: float = 1e-2,
-        max_cg: int = 500, max_backtracks: int = 30, fallback_sweeps: int = 20, refresh: float = 2.0,
-        patience: int = 20, stage_tol: float = 1e-2, k_max: int = 256, init=None, norm: str = "l1",
-        dtype=None) -> OTResult:
+@dataclasses.dataclass(frozen=True)
+class SNSOptions:
+    """Expert settings of :func:`sns` and :func:`sns_batch`, with their defaults (validated on construction, so
+    that a bad value is reported where it is made). ``sns(a, b, cost, eps)`` needs none of them.
+
+    Attributes:
+      warm_start: Sinkhorn sweeps before the Newton stage (5). The paper uses 20 (700 for the L1 ground cost); on
+        every benchmark problem here 5 gave fewer total iterations at the same wall time.
+      continuation: ``None`` (default): Newton at ``epsilon`` directly, and if it stalls (a line search finds
+        no ascent, the error is not finite, or it has not dropped below 0.9 times its best for ``patience``
+        steps; typical of costs whose OT is not unique, such as L1 on a grid) a restart from the initial
+        potentials through a warm start and stages at ``8, 4, 2`` times ``epsilon``; the better of the two attempts
+        is returned (concrete inputs only; under ``jit``/``vmap`` no restart; :func:`sns_batch` restarts the
+        stalled problems of a batch). ``False``: never. A strictly decreasing sequence of factors ``> 1``: always
+        run Newton stages at ``factor * epsilon`` first, the warm start at the first of them.
+      density: fraction of each row of ``P`` kept in the sparse Hessian (``k = ceil(density * m)``). ``None``:
+        chosen at the start of each stage as the smallest power of two keeping ``1 - mass_tol`` of the mass, at
+        most ``k_max`` (needs concrete inputs; under ``jit``/``vmap`` ``None`` means ``density = min(1, 64 / m)``).
+      mass_tol (1e-3), k_max (256): the automatic budget keeps ``1 - mass_tol`` of the plan's mass
+        (``0 < mass_tol < 1``) with at most ``k_max`` entries per row.
+      cg_tol (1e-2), max_cg (500): relative residual and iteration cap of the preconditioned CG.
+      max_backtracks (30): step halvings before falling back to ``fallback_sweeps`` (20) Sinkhorn sweeps.
+      refresh (2.0): re-select a row's kept entries when the pattern drops more than ``refresh`` times the mass it
+        dropped when chosen.
+      patience (20): Newton steps without a 10% gain that count as a stall (``0``: no stall detection, so no
+        automatic continuation either).
+      stage_tol (1e-2): marginal error, relative to the mass, to which each continuation stage before the last is
+        solved.
+    """
+
+    warm_start: int = 5
+    continuation: Any = None
+    density: float | None = None
+    mass_tol: float = 1e-3
+    k_max: int = 256
+    cg_tol: float = 1e-2
+    max_cg: int = 500
+    max_backtracks: int = 30
+    fallback_sweeps: int = 20
+    refresh: float = 2.0
+    patience: int = 20
+    stage_tol: float = 1e-2
+
+    def __post_init__(self):
+        for name, minimum in (("warm_start", 0), ("k_max", 1), ("max_cg", 1), ("max_backtracks", 1),
+                              ("fallback_sweeps", 1), ("patience", 0)):
+            check_int(getattr(self, name), name, minimum)
+        for name in ("cg_tol", "mass_tol", "refresh", "stage_tol"):
+            val = getattr(self, name)
+            if isinstance(val, bool) or not (isinstance(val, numbers.Real) and math.isfinite(val) and val > 0):
+                raise ValueError(f"{name} must be a positive number, got {val!r}")
+        if self.mass_tol >= 1:
+            raise ValueError(f"mass_tol must be below 1 (the fraction of the mass the sparse Hessian may drop), "
+                             f"got {self.mass_tol!r}")
+        d = self.density
+        if d is not None and (isinstance(d, bool) or not (isinstance(d, numbers.Real) and 0 < d <= 1)):
+            raise ValueError(f"density must be None or a fraction in (0, 1], got {d!r}")
+        _schedule(self.continuation)  # validates
+        if isinstance(self.continuation, list):
+            object.__setattr__(self, "continuation", tuple(self.continuation))  # hashable
+
+
+_OPTION_NAMES = tuple(f.name for f in dataclasses.fields(SNSOptions))
+_COMMON = ("tol", "max_iter", "norm", "init", "dtype", "history_every", "options")
+
+
+def resolve_options(options, legacy: dict, max_iter, fn: str = "sns"):
+    """``(SNSOptions, max_iter)`` from ``options`` and keywords of the old signature.
+
+    Old keywords keep working with a ``FutureWarning`` naming the new spelling: ``max_newton`` is ``max_iter``,
+    the expert knobs (``warm_start=...``) go into ``options=SNSOptions(...)``. Anything else is a ``TypeError``
+    that lists the accepted keywords."""
+    if options is None:
+        options = SNSOptions()
+    elif not isinstance(options, SNSOptions):
+        raise TypeError(f"options must be an SNSOptions or None, got {type(options).__name__}")
+    legacy = dict(legacy)
+    if "max_newton" in legacy:
+        if max_iter is not None:
+            raise TypeError(f"{fn}() got both max_iter and its old name max_newton; pass max_iter only")
+        warnings.warn(f"{fn}(max_newton=...) is now {fn}(max_iter=...) (Newton steps per stage, as before)",
+                      FutureWarning, stacklevel=3)
+        max_iter = legacy.pop("max_newton")
+    unknown = [k for k in legacy if k not in _OPTION_NAMES]
+    if unknown:
+        raise TypeError(f"{fn}() got an unexpected keyword argument {unknown[0]!r}; accepted keywords: "
+                        f"{', '.join(_COMMON)}; expert settings go in options=SNSOptions(...): "
+                        f"{', '.join(_OPTION_NAMES)}")
+    if legacy:
+        warnings.warn(f"{fn}({', '.join(f'{k}=...' for k in legacy)}) is now {fn}(options=SNSOptions("
+                      f"{', '.join(f'{k}=...' for k in legacy)}))", FutureWarning, stacklevel=3)
+        options = dataclasses.replace(options, **legacy)
+    max_iter = 200 if max_iter is None else check_int(max_iter, "max_iter", 0)
+    return options, max_iter
+
+
+def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None, norm: str = "l1", init=None,
+        dtype=None, history_every: int = 1, options: SNSOptions | None = None, **legacy) -> OTResult:
     """Entropic optimal transport by Sinkhorn-Newton-Sparse (Tang et al., ICLR 2024).
 
     Same problem and :class:`OTResult` as :func:`driftax.transport.sinkhorn`; see the module docstring for the
@@ -467,52 +506,24 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
     Converges in tens of iterations where Sinkhorn needs thousands (small ``eps``).
 
     Args:
-      a, b, cost, epsilon, tol, norm, init, dtype: as in :func:`driftax.transport.sinkhorn`.
-      warm_start: Sinkhorn sweeps before the Newton stage. The paper uses 20 (700 for the L1 ground cost); on
-        every benchmark problem here 5 gave fewer total iterations at the same wall time.
-      continuation: ``None`` (default): Newton at ``epsilon`` directly, and if it stalls (a line search finds
-        no ascent, the error is not finite, or it has not dropped below 0.9 times its best for ``patience``
-        steps; typical of costs whose OT is not unique, such as L1 on a grid) a restart from the initial
-        potentials (``init``) through a warm start and stages at ``8, 4, 2`` times ``epsilon``; the better of the
-        two attempts is returned (concrete inputs only; under ``jit``/``vmap`` no restart). ``False``: never. A
-        strictly decreasing sequence of factors ``> 1``: always run Newton stages at ``factor * epsilon`` first,
-        the warm start at the first of them.
-      density: fraction of each row of ``P`` kept in the sparse Hessian (``k = ceil(density * m)``). ``None``:
-        chosen at the start of each stage as the smallest power of two keeping ``1 - mass_tol`` of the mass, at
-        most ``k_max`` (needs concrete inputs; under ``jit``/``vmap`` ``None`` means ``density = min(1, 64 / m)``).
-      mass_tol, k_max: the automatic budget keeps ``1 - mass_tol`` of the plan's mass (``0 < mass_tol < 1``)
-        with at most ``k_max`` entries per row.
-      patience: Newton steps without a 10% gain that count as a stall (``0``: no stall detection, so no
-        automatic continuation either).
-      stage_tol: marginal error, relative to the mass, to which each continuation stage before the last is solved.
-      max_newton: maximum Newton steps per stage. cg_tol / max_cg: relative residual and iteration cap of PCG.
-      max_backtracks: step halvings before falling back to ``fallback_sweeps`` Sinkhorn sweeps.
-      refresh: re-select a row's kept entries when the pattern drops more than ``refresh`` times the mass it
-        dropped when chosen.
+      a, b, cost, epsilon, tol, norm, init, dtype, history_every: as in :func:`driftax.transport.sinkhorn`
+        (``history_every=k`` keeps every k-th entry of ``errors``).
+      max_iter: maximum Newton steps per stage (default 200; the old name ``max_newton`` still works, with a
+        ``FutureWarning``).
+      options: :class:`SNSOptions` (warm start, continuation, sparsity budget, CG, line search; documented
+        defaults). The old keywords (``warm_start=5``...) still work, with a ``FutureWarning``.
 
     Returns:
       :class:`OTResult` with ``newton_iterations``, ``cg_iterations`` and ``density`` (of the final stage) filled
       in; ``iterations`` counts warm-start sweeps, every Newton step (of every stage, also of a stalled attempt)
       and fallback sweeps; ``errors`` holds the marginal error after each Newton step, packed from index
-      ``warm_start`` (sweeps are counted in ``iterations`` but not recorded there).
+      ``warm_start`` (sweeps are counted in ``iterations`` but not recorded there; with ``history_every=k`` entry
+      ``t`` is the last recorded among entries ``t k .. t k + k - 1``).
     """
-    warm_start = check_int(warm_start, "warm_start", 0)
-    k_max = check_int(k_max, "k_max", 1)
-    max_newton = check_int(max_newton, "max_newton", 0)
-    max_cg = check_int(max_cg, "max_cg", 1)
-    max_backtracks = check_int(max_backtracks, "max_backtracks", 1)
-    fallback_sweeps = check_int(fallback_sweeps, "fallback_sweeps", 1)
-    patience = check_int(patience, "patience", 0)
-    for val, name in ((cg_tol, "cg_tol"), (mass_tol, "mass_tol"), (refresh, "refresh"), (stage_tol, "stage_tol")):
-        if isinstance(val, bool) or not (isinstance(val, numbers.Real) and math.isfinite(val) and val > 0):
-            raise ValueError(f"{name} must be a positive number, got {val!r}")
-    if mass_tol >= 1:
-        raise ValueError(f"mass_tol must be below 1 (the fraction of the mass the sparse Hessian may drop), "
-                         f"got {mass_tol!r}")
-    if density is not None and (isinstance(density, bool) or not (isinstance(density, numbers.Real)
-                                                                   and 0 < density <= 1)):
-        raise ValueError(f"density must be None or a fraction in (0, 1], got {density!r}")
-    factors, auto = _schedule(continuation)
+    opts, max_iter = resolve_options(options, legacy, max_iter)
+    history_every = check_int(history_every, "history_every", 1)
+    factors, auto = _schedule(opts.continuation)
+    warm_start = opts.warm_start
     ctx, dt = precision_context(dtype, a, b, cost, epsilon)
     with ctx:
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
@@ -520,15 +531,14 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
         n, m = c_.shape
         f0, g0 = check_init(init, n, m, c_.dtype, a_, b_)
         concrete = not any(isinstance(x, jax.core.Tracer) for x in (a_, b_, c_, eps))
-        opts = dict(max_newton=max_newton, max_cg=max_cg, max_backtracks=max_backtracks,
-                    fallback_sweeps=fallback_sweeps, norm=norm)
-        scalars = (jnp.asarray(cg_tol, c_.dtype), jnp.asarray(refresh, c_.dtype))
-        stage_tol_ = jnp.asarray(stage_tol, c_.dtype) * jnp.sum(a_)
+        stage_kw = _stage_kwargs(opts, max_iter, norm)
+        scalars = (jnp.asarray(opts.cg_tol, c_.dtype), jnp.asarray(opts.refresh, c_.dtype))
+        stage_tol_ = jnp.asarray(opts.stage_tol, c_.dtype) * jnp.sum(a_)
 
         def budget(f, g, e):
-            if density is not None:
-                return max(1, min(m, math.ceil(density * m)))
-            return choose_budget(f, g, c_, e, mass_tol, k_max=k_max) if concrete else min(m, 64)
+            if opts.density is not None:
+                return max(1, min(m, math.ceil(opts.density * m)))
+            return choose_budget(f, g, c_, e, opts.mass_tol, k_max=opts.k_max) if concrete else min(m, 64)
 
         def run_stages(f, g, factors, patience):
             out = []
@@ -536,13 +546,13 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
                 e = eps if factor is None else eps * factor
                 k = budget(f, g, e)
                 st = newton_stage(a_, b_, c_, e, f, g, tol_ if factor is None else stage_tol_, *scalars, k=k,
-                                  patience=patience if factor is None else 0, **opts)
+                                  patience=patience if factor is None else 0, **stage_kw)
                 out.append((st, k))
                 f, g = st.f, st.g
             return out
 
         fw, gw = _warm(a_, b_, c_, eps * factors[0] if factors else eps, f0, g0, warm_start=warm_start)
-        stages = run_stages(fw, gw, factors, patience if (auto and concrete) else 0)
+        stages = run_stages(fw, gw, factors, opts.patience if (auto and concrete) else 0)
         sweeps = warm_start
         final = len(stages) - 1
         if auto and concrete and bool(stages[-1][0].stalled):
@@ -556,16 +566,150 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, warm_start: int = 5, continu
             final = 0 if math.isfinite(first) and first < last else len(stages) - 1
         return _assemble(a_, b_, c_, eps, tol_, jnp.asarray(sweeps, jnp.int32), tuple(st for st, _ in stages),
                          jnp.asarray(stages[final][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
-                         max_newton=max_newton, final=final)
+                         max_newton=max_iter, final=final, history_every=history_every)
+
+
+def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None, norm: str = "l1",
+              dtype=None, history_every: int = 1, options: SNSOptions | None = None, shard: bool = True) -> OTResult:
+    """Many SNS problems at once: one compiled program per stage for the whole batch (``vmap``), its problem
+    axis sharded over all devices (:func:`driftax._sharding.batch_mesh`; ``shard=False`` keeps one device).
+
+    ``cost`` is ``(B, n, m)``, ``a`` ``(B, n)`` and ``b`` ``(B, m)`` (``None``: uniform), ``epsilon`` a scalar or
+    ``(B,)``; the other arguments as in :func:`sns`, and the same result for each problem (an :class:`OTResult`
+    with a leading batch axis). What :func:`sns` decides per problem in Python is decided per batch here: the
+    sparsity budget ``k`` (``density=None``) is the largest of the problems' budgets, and the problems whose
+    Newton stage stalls are restarted through the epsilon continuation together, as a sub-batch.
+
+    Cost per problem. Every branch that only some problems take (kernel re-absorption, fallback sweeps) runs
+    only when one of them needs it (:func:`driftax.transport.sinkhorn.maybe`; a ``lax.cond`` would run it for all
+    at every step), but the loops of a batch run until its slowest problem is done: a batch costs about its
+    largest Newton-step count (and, per step, its largest CG and line-search counts) times the batch size, against
+    the sum of the counts for single solves, while it saves the per-call overhead of a single solve (budget
+    choice, dispatch), which dominates for small problems.
+    """
+    opts, max_iter = resolve_options(options, {}, max_iter, "sns_batch")
+    history_every = check_int(history_every, "history_every", 1)
+    factors, auto = _schedule(opts.continuation)
+    warm_start = opts.warm_start
+    ctx, dt = precision_context(dtype, a, b, cost, epsilon)
+    with ctx:
+        a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
+        warn_if_float32(c_.dtype, tol)
+        a_, b_, c_, eps = shard_batch((a_, b_, c_, eps), shard)
+        B, n, m = c_.shape
+        f0, g0 = jnp.zeros_like(a_), jnp.zeros_like(b_)
+        stage_kw = _stage_kwargs(opts, max_iter, norm)
+        scalars = (jnp.asarray(opts.cg_tol, c_.dtype), jnp.asarray(opts.refresh, c_.dtype))
+        stage_tol_ = jnp.asarray(opts.stage_tol, c_.dtype) * jnp.sum(a_, axis=1)
+        tol_b = jnp.broadcast_to(tol_, (B,))
+
+        def budget(f, g, c, e):
+            if opts.density is not None:
+                return max(1, min(m, math.ceil(opts.density * m)))
+            return max(_budget_batch(f, g, c, e, opts.mass_tol, opts.k_max))
+
+        def run_stages(idx, f, g, factors, patience):
+            aa, bb, cc, ee = (x if idx is None else x[idx] for x in (a_, b_, c_, eps))
+            out = []
+            for factor in factors + (None,):
+                e = ee if factor is None else ee * factor
+                k = budget(f, g, cc, e)
+                t = (tol_b if factor is None else stage_tol_)
+                t = t if idx is None else t[idx]
+                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, k=k,
+                                   patience=patience if factor is None else 0, **stage_kw)
+                out.append((st, k))
+                f, g = st.f, st.g
+            return out
+
+        e_start = eps * factors[0] if factors else eps
+        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, warm_start=warm_start)
+        stages = run_stages(None, fw, gw, factors, opts.patience if auto else 0)
+        k_final = stages[-1][1]
+        res = _assemble_batch(a_, b_, c_, eps, tol_b, jnp.full((B,), warm_start, jnp.int32),
+                              tuple(st for st, _ in stages), jnp.full((B,), k_final / m, c_.dtype), norm=norm,
+                              warm_start=warm_start, max_newton=max_iter, final=len(stages) - 1,
+                              history_every=history_every)
+        stalled = np.asarray(stages[-1][0].stalled) if auto else np.zeros(B, bool)
+        if stalled.any():
+            idx = np.nonzero(stalled)[0]
+            sub = lambda x: x[idx]  # noqa: E731
+            fw, gw = _warm_batch(sub(a_), sub(b_), sub(c_), sub(eps) * _AUTO_SCHEDULE[0], sub(f0), sub(g0),
+                                 warm_start=warm_start)
+            more = run_stages(idx, fw, gw, _AUTO_SCHEDULE, 0)
+            allst = tuple(jax.tree.map(sub, st) for st, _ in stages) + tuple(st for st, _ in more)
+            kw = dict(norm=norm, warm_start=warm_start, max_newton=max_iter, history_every=history_every)
+            args = (sub(a_), sub(b_), sub(c_), sub(eps), sub(tol_b), jnp.full((len(idx),), 2 * warm_start, jnp.int32),
+                    allst)
+            keep_first = _assemble_batch(*args, jnp.full((len(idx),), stages[-1][1] / m, c_.dtype),
+                                         final=0, **kw)
+            restarted = _assemble_batch(*args, jnp.full((len(idx),), more[-1][1] / m, c_.dtype),
+                                        final=len(allst) - 1, **kw)
+            # the better of the two attempts per problem (a non-finite error counts as infinite)
+            e1, e2 = np.asarray(keep_first.marginal_error), np.asarray(restarted.marginal_error)
+            first = np.isfinite(e1) & (e1 < np.where(np.isfinite(e2), e2, np.inf))
+            chosen = jax.tree.map(lambda x, y: jnp.where(first.reshape((-1,) + (1,) * (x.ndim - 1)), x, y),
+                                  keep_first, restarted)
+            # (the restarted attempts record more Newton stages: the history grows for all, as in sns)
+            pad = chosen.errors.shape[1] - res.errors.shape[1]
+            res = res._replace(errors=jnp.pad(res.errors, ((0, 0), (0, pad)), constant_values=-1.0))
+            res = jax.tree.map(lambda full, part: full.at[idx].set(part), res, chosen)
+        return res
+
+
+@functools.partial(jax.jit, static_argnames=("warm_start",))
+def _warm_batch(a, b, cost, eps, f0, g0, *, warm_start):
+    return jax.vmap(lambda *x: fixed_sweeps(*x, warm_start))(a, b, cost, eps, f0, g0)
+
+
+@functools.partial(jax.jit, static_argnames=("k", "max_newton", "max_cg", "max_backtracks", "fallback_sweeps",
+                                             "norm", "patience"))
+def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, **kw) -> _Stage:
+    return jax.vmap(lambda a, b, c, e, f, g, t: newton_stage(a, b, c, e, f, g, t, cg_tol, refresh, **kw))(
+        a, b, cost, eps, f, g, tol)
+
+
+@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final", "history_every"))
+def _assemble_batch(a, b, cost, eps, tol, sweeps, stages, density, **kw) -> OTResult:
+    return jax.vmap(lambda a, b, c, e, t, s, st, d: _assemble(a, b, c, e, t, s, st, d, **kw))(
+        a, b, cost, eps, tol, sweeps, stages, density)
+
+
+@functools.partial(jax.jit, static_argnames=("k_max", "rows"))
+def _mass_curves(f, g, cost, eps, *, k_max, rows):
+    return jax.vmap(lambda f, g, c, e: _kept_mass_curve(f, g, c, e, k_max, rows))(f, g, cost, eps)
+
+
+def _budget_batch(f, g, cost, eps, mass_tol, k_max, k_min: int = 8, rows: int = 64):
+    """Per-problem :func:`choose_budget` of a batch (one vmapped mass curve)."""
+    B, n, m = cost.shape
+    k_max = min(k_max, m)
+    curves = np.asarray(_mass_curves(f, g, cost, eps, k_max=k_max, rows=min(rows, n)))
+    out = []
+    for curve in curves:
+        if not np.all(np.isfinite(curve)):
+            out.append(min(64, k_max))
+            continue
+        k = min(k_min, k_max)
+        while k < k_max and curve[k - 1] < 1.0 - mass_tol:
+            k = min(2 * k, k_max)
+        out.append(int(k))
+    return out
+
+
+def _stage_kwargs(opts: SNSOptions, max_iter: int, norm: str) -> dict:
+    return dict(max_newton=max_iter, max_cg=opts.max_cg, max_backtracks=opts.max_backtracks,
+                fallback_sweeps=opts.fallback_sweeps, norm=norm)
 
 
 @functools.partial(jax.jit, static_argnames=("warm_start",))
 def _warm(a, b, cost, eps, f0, g0, *, warm_start):
-    return _scaling_sweeps(a, b, cost, eps, f0, g0, warm_start)
+    return fixed_sweeps(a, b, cost, eps, f0, g0, warm_start)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final"))
-def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start, max_newton, final) -> OTResult:
+@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final", "history_every"))
+def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start, max_newton, final,
+              history_every=1) -> OTResult:
     """One :class:`OTResult` from the warm start and the Newton stages: counts summed, Newton errors packed after
     the warm-start entries (``-1``), the potentials of stage ``final``."""
     hist = jnp.full((warm_start + len(stages) * max_newton,), -1.0, cost.dtype)
@@ -577,6 +721,13 @@ def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start
         hist = hist.at[pos].set(st.errors, mode="drop")
         offset = offset + st.newton
         newton, sweeps, cg = newton + st.newton, sweeps + st.sweeps, cg + st.cg
+    if history_every > 1:
+        # entry t: the last recorded error among entries t k .. t k + k - 1 (-1 if none), as in sinkhorn
+        k = history_every
+        pad = -hist.shape[0] % k
+        blocks = jnp.concatenate([hist, jnp.full((pad,), -1.0, hist.dtype)]).reshape(-1, k)
+        last = jnp.max(jnp.where(blocks >= 0, jnp.arange(k), -1), axis=1)
+        hist = jnp.where(last >= 0, jnp.take_along_axis(blocks, jnp.maximum(last, 0)[:, None], axis=1)[:, 0], -1.0)
     f, g = stages[final].f, stages[final].g
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
     return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,

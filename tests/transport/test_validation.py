@@ -73,7 +73,7 @@ def test_types_and_options():
     with pytest.raises(ValueError, match="epsilon_scaling"):
         tr.sinkhorn(a, b, C, 0.1, epsilon_scaling=1.5)
     with pytest.raises(ValueError, match="density must be None or a fraction"):
-        tr.sns(a, b, C, 0.1, density=2.0)
+        tr.SNSOptions(density=2.0)
     with pytest.raises(ValueError, match="init potentials must have shapes"):
         tr.sinkhorn(a, b, C, 0.1, init=(np.zeros(3), np.zeros(8)))
     with pytest.raises(TypeError, match="dtype must be"):
