@@ -18,7 +18,7 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on impo
     import arviz as az
 
 __all__ = ["to_inference_data", "summary", "ess", "rhat", "compare_to_reference", "posterior_dict",
-           "ARVIZ_1"]
+           "add_averages", "pooled_averages", "ARVIZ_1"]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
 
@@ -63,6 +63,48 @@ def to_inference_data(posterior: Mapping[str, np.ndarray], sample_stats: Mapping
     stats = {k: _check_draws(f"sample_stats[{k!r}]", v) for k, v in (sample_stats or {}).items()}
     dims = {k: list(v) for k, v in (dims or {}).items() if k in post}
     return _from_dict({"posterior": post, "sample_stats": stats}, attrs, dims or None)
+
+
+def add_averages(data, weight, mean: Mapping, m2: Mapping, dims: Mapping | None = None):
+    """Add the ``averages`` group: per chain, ``{site}`` (weighted mean), ``{site}_var`` (weighted
+    variance ``M/W``) and ``weight`` (``W``), with the posterior's site dimension names."""
+    import xarray as xr
+
+    weight = np.asarray(weight, np.float64)
+    safe = np.where(weight > 0, weight, np.nan)
+    post = data["posterior"] if ARVIZ_1 else data.posterior
+    variables = {"weight": (("chain",), weight)}
+    for name, mu in mean.items():
+        mu = np.asarray(mu)
+        site_dims = tuple(post[name].dims[2:]) if name in post else tuple(
+            (dims or {}).get(name) or (f"{name}_dim_{i}" for i in range(mu.ndim - 1)))
+        var = np.asarray(m2[name], np.float64) / safe.reshape((-1,) + (1,) * (mu.ndim - 1))
+        variables[name] = (("chain",) + site_dims, mu)
+        variables[f"{name}_var"] = (("chain",) + site_dims, var)
+    ds = xr.Dataset(variables, coords={"chain": np.arange(weight.shape[0])})
+    if ARVIZ_1:  # pragma: no cover
+        data["averages"] = ds
+    else:
+        data.add_groups({"averages": ds})
+    return data
+
+
+def pooled_averages(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{site: (mean, variance)}`` of the ``averages`` group pooled over chains (and so over
+    devices and hosts) by Chan et al.'s rule: the average over every counted iterate of every chain."""
+    from driftax.samplers.averaging import pool
+
+    group = data["averages"] if ARVIZ_1 else data.averages
+    w = np.asarray(group["weight"].values, np.float64)
+    out = {}
+    for name in group.data_vars:
+        if name == "weight" or name.endswith("_var"):
+            continue
+        mean = np.asarray(group[name].values, np.float64)
+        m2 = np.asarray(group[f"{name}_var"].values, np.float64) * w.reshape((-1,) + (1,) * (mean.ndim - 1))
+        total, mu, m = pool(w, mean, np.nan_to_num(m2))
+        out[name] = (mu, m / total if total > 0 else np.full_like(mu, np.nan))
+    return out
 
 
 def posterior_dict(data) -> dict[str, np.ndarray]:

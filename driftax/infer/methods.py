@@ -3,16 +3,23 @@
 `driftax.infer.sample`, the CLI and the benchmarks all read this table, so a new kernel is
 added here once. A method's ``step(state, noise, logdensity_fn, step_size, inverse_mass_matrix)``
 is its kernel with the randomness passed in (``noise_size(dim)`` standard normals), so the
-sampling loop can draw noise for all chains in bulk.
+sampling loop can draw noise for all chains in bulk. ``bind(target)`` gives what the kernel
+evaluates (the log-density for most; SGLD's minibatch form of the target's data likelihood).
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
 from typing import Callable
 
-from driftax.samplers import langevin
+from driftax.samplers import averaging, langevin
 
-__all__ = ["Method", "register", "get", "available"]
+__all__ = ["Method", "register", "get", "available", "sgld", "with_average"]
+
+
+def _logdensity(target):
+    return target.logdensity_fn
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,6 +45,14 @@ class Method:
     target_acceptance
         Acceptance rate the dual-averaging warm-up aims at (``None``: no Metropolis step, the step
         size is not adapted by acceptance).
+    bind
+        ``target -> density``, the object ``init`` and ``step`` evaluate (default: the target's
+        ``logdensity_fn``). Raises a clear error for a target the method cannot use.
+    takes_metric
+        Whether the kernel takes an inverse mass matrix (spherical Langevin does not).
+    start_sampling
+        Optional ``state -> state`` applied to every chain when sampling starts (averaged
+        kernels zero their moments there).
     """
 
     name: str
@@ -47,6 +62,9 @@ class Method:
     build_kernel: Callable
     default_step_size: float = 0.1
     target_acceptance: float | None = None
+    bind: Callable = _logdensity
+    takes_metric: bool = True
+    start_sampling: Callable | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -84,3 +102,56 @@ register(Method(
     default_step_size=0.1,
     target_acceptance=0.574,
 ))
+
+
+# ULA: no Metropolis step, so no acceptance to aim at; step size is the user's (bias O(h)).
+register(Method(
+    name="ula",
+    init=langevin.init,
+    step=langevin.ula_step,
+    noise_size=langevin.ula_noise_size,
+    build_kernel=langevin.ula_build_kernel,
+    default_step_size=0.01,
+))
+
+
+def sgld(batch_size: int | None = None, *, decay_steps: float = 1.0, decay_power: float = 0.0) -> Method:
+    """SGLD with minibatches of ``batch_size`` (default: a tenth of the data, rounded up) of the
+    target's `data_likelihood`, and the schedule ``h_t = h_0 (1 + t/decay_steps)^(-decay_power)``.
+
+    ``infer.sample(target, methods.sgld(64, decay_steps=1000, decay_power=0.55), average="weighted")``
+    averages iterates weighted by their step sizes, as Welling & Teh do.
+    """
+    def bind(target):
+        lik = getattr(target, "data_likelihood", None)
+        if lik is None:
+            raise ValueError(f"method 'sgld' needs a target with a data_likelihood (prior + sum over data); "
+                             f"{target.name!r} has none")
+        b = math.ceil(lik.size / 10) if batch_size is None else batch_size
+        return langevin.check_minibatch(lik, b, decay_steps, decay_power)
+
+    return Method(name="sgld", init=langevin.sgld_init, step=langevin.sgld_step,
+                  noise_size=langevin.sgld_noise_size, build_kernel=langevin.sgld_build_kernel,
+                  default_step_size=1e-3, bind=bind)
+
+
+register(sgld())
+
+# Spherical Langevin on S^{d-1}: the target's log-density is read on the unit sphere.
+register(Method(
+    name="spherical",
+    init=langevin.spherical_init,
+    step=langevin.spherical_step,
+    noise_size=langevin.spherical_noise_size,
+    build_kernel=langevin.spherical_build_kernel,
+    default_step_size=0.01,
+    takes_metric=False,
+))
+
+
+@functools.lru_cache(maxsize=16)  # one wrapped method per (method, transform, schedule): the loop's compile cache hits
+def with_average(method: Method, transform: Callable, schedule) -> Method:
+    """``method`` whose state also carries running averages of ``transform(position)``
+    (`driftax.samplers.averaging.wrap`); the moments restart when sampling starts."""
+    init, step, reset = averaging.wrap(method.init, method.step, transform, schedule)
+    return dataclasses.replace(method, init=init, step=step, start_sampling=reset)

@@ -31,7 +31,7 @@ from driftax._checks import check_int, check_real
 from driftax._sharding import batch_mesh, place, to_host
 from driftax.infer import adaptation, diagnostics, methods
 from driftax.models.base import Target
-from driftax.samplers import rng as fast_rng
+from driftax.samplers import averaging, rng as fast_rng
 
 __all__ = ["sample"]
 
@@ -92,10 +92,11 @@ def sample(
     progress: bool = True,
     step_size: float | None = None,
     adapt_step_size: bool = True,
-    mass_matrix: str | None = "diag",
+    mass_matrix: str | None = "auto",
     target_acceptance: float | None = None,
     chunk_size: int | None = None,
     unroll: int = 1,
+    average=None,
 ):
     """Draw ``num_samples`` per chain from ``target`` with a registered kernel; return ArviZ data.
 
@@ -124,12 +125,21 @@ def sample(
     step_size
         Initial (or, with ``adapt_step_size=False``, fixed) step size; default: the method's.
     mass_matrix
-        ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted).
+        ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: ``"diag"`` for
+        kernels that take a metric, ``None`` for those that do not (``"spherical"``).
     target_acceptance
         Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA).
     chunk_size
         Steps (warm-up) or draws (sampling) per compiled call, rounded up to a whole number of
         noise blocks (up to 32 steps); default: about 1/10 of the warm-up and 1/20 of the draws.
+    average
+        Carry running averages of the constrained sites through the sampling phase, inside the
+        compiled loop and over every step (not only the kept draws): ``"polyak"`` (every step
+        after warm-up), ``"tail"`` (the last half), ``"swa"`` (every 10th step of the last half),
+        ``"weighted"`` (every step weighted by its step size: SGLD with a decreasing schedule), or
+        a `driftax.samplers.averaging.Schedule`. They come back in the ``averages`` group: per
+        chain, ``{site}`` (the mean), ``{site}_var`` (the weighted variance) and ``weight``; pool
+        them over chains with `driftax.infer.diagnostics.pooled_averages`.
     unroll
         ``lax.scan`` unroll factor of the inner loop (a speed knob). The same noise drives the same
         steps, but XLA may fuse unrolled steps differently, so draws can differ by rounding
@@ -156,8 +166,13 @@ def sample(
     if step_size is None:
         step_size = method.default_step_size
     step_size = check_real("step_size", step_size, positive=True)
-    if mass_matrix not in ("diag", "dense", None):
-        raise ValueError(f"mass_matrix must be 'diag', 'dense' or None, got {mass_matrix!r}")
+    if mass_matrix not in ("auto", "diag", "dense", None):
+        raise ValueError(f"mass_matrix must be 'auto', 'diag', 'dense' or None, got {mass_matrix!r}")
+    if mass_matrix == "auto":
+        mass_matrix = "diag" if method.takes_metric else None
+    if mass_matrix is not None and not method.takes_metric:
+        raise ValueError(f"method {method.name!r} takes no mass matrix; pass mass_matrix=None")
+    density = method.bind(target)  # errors for a target the method cannot use (SGLD without data)
     if target_acceptance is None:
         target_acceptance = method.target_acceptance
     if target_acceptance is None:
@@ -177,6 +192,12 @@ def sample(
 
     dim = target.dim
     dtype = jnp.result_type(float)  # float64 when the caller has enabled jax_enable_x64
+    if average is not None:
+        schedule = averaging.schedule_from(average, num_samples * thinning)
+        if schedule.weighted and not _reports_step_size(method, density, dim, dtype):
+            raise ValueError(f"average='weighted' weights iterates by their step size, which method "
+                             f"{method.name!r} keeps fixed; use average='polyak'")
+        method = methods.with_average(method, target.constrain, schedule)
     key_init, key_rng = jax.random.split(key)
     positions = _initial_positions(target, init, num_chains, key_init, dtype)
 
@@ -229,12 +250,16 @@ def sample(
                         accept=f"{float(np.nanmean(np.asarray(acc))):.2f}", refresh=False)
     final_step_size, imm = progs.ad_final(ad_state)
     final_step_size = jnp.asarray(final_step_size, dtype)
+    if progs.start_sampling is not None:
+        states = progs.start_sampling(states)
 
     out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), dtype))
     posterior = {k: np.empty((num_chains, num_samples) + v.shape, v.dtype) for k, v in out_shapes.items()}
     stats_out = {"lp": np.empty((num_chains, num_samples), dtype),
                  "acceptance_rate": np.empty((num_chains, num_samples), np.float32),
                  "diverging": np.empty((num_chains, num_samples), bool)}
+    if progs.reports_step_size:
+        stats_out["step_size"] = np.empty((num_chains, num_samples), np.float32)
     n_divergent = 0
     for c in range(n_d_chunks):
         states, rng_state, draws, stats = sample_fn(states, rng_state, final_step_size, imm)
@@ -251,7 +276,8 @@ def sample(
     bar.close()
     elapsed = time.perf_counter() - t0
 
-    stats_out["step_size"] = np.full((num_chains, num_samples), float(final_step_size), np.float32)
+    if "step_size" not in stats_out:
+        stats_out["step_size"] = np.full((num_chains, num_samples), float(final_step_size), np.float32)
     attrs = {
         "inference_library": "driftax",
         "method": method.name,
@@ -264,7 +290,20 @@ def sample(
         "num_warmup_divergences": int(warmup_divergences),
         "sampling_time": float(elapsed),
     }
-    return diagnostics.to_inference_data(posterior, stats_out, attrs=attrs, dims=target.dims)
+    idata = diagnostics.to_inference_data(posterior, stats_out, attrs=attrs, dims=target.dims)
+    if average is not None:
+        moments = to_host(states.moments)
+        diagnostics.add_averages(idata, moments.weight, moments.mean, moments.m2, dims=target.dims)
+    return idata
+
+
+def _reports_step_size(method: methods.Method, density, dim: int, dtype) -> bool:
+    """Whether the kernel's info carries the step size it used (traced once, abstractly)."""
+    x = jax.ShapeDtypeStruct((dim,), dtype)
+    state = jax.eval_shape(lambda p: method.init(p, density), x)
+    noise = jax.ShapeDtypeStruct((method.noise_size(dim),), dtype)
+    _, info = jax.eval_shape(lambda s, z: method.step(s, z, density, 0.1, None), state, noise)
+    return "step_size" in getattr(info, "_fields", ())
 
 
 class _Programs(NamedTuple):
@@ -274,6 +313,8 @@ class _Programs(NamedTuple):
     ad_final: Callable
     warmup: Callable
     sample: Callable
+    start_sampling: Callable | None
+    reports_step_size: bool
 
 
 @functools.lru_cache(maxsize=8)  # holds targets (and their data) alive: keep it small
@@ -288,7 +329,8 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     """
     dim = target.dim
     chain_spec, rep = P(_AXIS), P()
-    logdensity_fn, step, n_noise = target.logdensity_fn, method.step, method.noise_size(dim)
+    logdensity_fn, step, n_noise = method.bind(target), method.step, method.noise_size(dim)
+    reports_step_size = _reports_step_size(method, logdensity_fn, dim, dtype)
     ad_init, ad_update, ad_final = adaptation.window_adaptation(
         target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS, dtype=dtype)
 
@@ -352,6 +394,8 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
                 "acceptance_rate": info.acceptance_rate.mean(0),
                 "diverging": info.diverging.any(0),
             }
+            if reports_step_size:  # a decreasing schedule: the step size of the last step of the draw
+                stats["step_size"] = info.step_size[-1].astype(jnp.float32)
             return jax.vmap(target.constrain)(chain_states.position), stats
 
         def draw(chain_states, noise):
@@ -388,6 +432,9 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
         ad_final=jax.jit(ad_final),
         warmup=shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec,) * 2 + (rep,) * 3),
         sample=shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec)),
+        start_sampling=None if method.start_sampling is None else shard(
+            jax.vmap(method.start_sampling), (chain_spec,), chain_spec),
+        reports_step_size=reports_step_size,
     )
 
 

@@ -20,11 +20,51 @@ import numpy as np
 
 Array = jax.Array
 
-__all__ = ["Target", "as_target"]
+__all__ = ["Target", "DataLikelihood", "as_target"]
 
 
 def _identity_constrain(x):
     return {"x": x}
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class DataLikelihood:
+    r"""A log-density in data-indexed form, for minibatch gradients (SGLD):
+
+    .. math:: \log p(x) = \log p_0(x) + \sum_{i=1}^{N} \ell(x; d_i) \quad (+\ \text{const}).
+
+    Parameters
+    ----------
+    loglik_fn
+        ``(x, datum) -> ℓ(x; d_i)``, the log-likelihood of one datum (a slice of ``data``).
+    data
+        An array or pytree of arrays sharing a leading axis of length ``N``.
+    logprior_fn
+        ``x -> log p_0(x)`` (all terms that do not depend on the data).
+    """
+
+    loglik_fn: Callable
+    data: object
+    logprior_fn: Callable
+
+    def __post_init__(self):
+        if not callable(self.loglik_fn) or not callable(self.logprior_fn):
+            raise TypeError("loglik_fn and logprior_fn must be callable")
+        leaves = jax.tree.leaves(self.data)
+        if not leaves:
+            raise ValueError("data must hold at least one array")
+        sizes = {int(np.shape(leaf)[0]) if np.ndim(leaf) else -1 for leaf in leaves}
+        if len(sizes) != 1 or -1 in sizes or 0 in sizes:
+            raise ValueError(f"data arrays must share a non-empty leading axis, got leading sizes {sorted(sizes)}")
+
+    @property
+    def size(self) -> int:
+        """``N``, the number of data."""
+        return int(np.shape(jax.tree.leaves(self.data)[0])[0])
+
+    def logdensity(self, x):
+        """The full log-density ``log p_0(x) + Σ_i ℓ(x; d_i)``."""
+        return self.logprior_fn(x) + jnp.sum(jax.vmap(lambda d: self.loglik_fn(x, d))(self.data))
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -52,6 +92,9 @@ class Target:
     mean, cov, log_Z, sample
         Optional ground truth in the unconstrained space: ``E[x]``, ``Cov[x]``,
         ``log ∫ exp(logdensity_fn)``, and ``sample(key, n) -> (n, dim)`` exact draws.
+    data_likelihood
+        Optional `DataLikelihood`: the same log-density as a prior plus a sum over data, for
+        minibatch-gradient kernels (``"sgld"``). It must equal ``logdensity_fn`` up to a constant.
     """
 
     logdensity_fn: Callable[[Array], Array]
@@ -64,6 +107,7 @@ class Target:
     cov: Array | None = None
     log_Z: float | None = None
     sample: Callable[[Array, int], Array] | None = None
+    data_likelihood: DataLikelihood | None = None
 
     def __post_init__(self):
         if not callable(self.logdensity_fn):
@@ -73,6 +117,9 @@ class Target:
         object.__setattr__(self, "dim", int(self.dim))
         if not callable(self.constrain):
             raise TypeError("constrain must be callable: flat vector -> dict of named arrays")
+        if self.data_likelihood is not None and not isinstance(self.data_likelihood, DataLikelihood):
+            raise TypeError(f"data_likelihood must be a driftax.models.DataLikelihood, got "
+                            f"{type(self.data_likelihood).__name__}")
         if self.mean is not None:
             mean = jnp.asarray(self.mean)
             if mean.shape != (self.dim,):

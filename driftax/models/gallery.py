@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from driftax._checks import check_int, check_real
-from driftax.models.base import Target
+from driftax.models.base import DataLikelihood, Target
 
 __all__ = [
     "gaussian",
@@ -535,7 +535,16 @@ def logistic_regression(dataset="breast_cancer", prior_scale: float = 1.0) -> Ta
     def constrain(beta):
         return {"intercept": beta[0], "beta": beta[1:]}
 
-    return Target(logdensity_fn=logdensity_fn, dim=dim, name=name, constrain=constrain)
+    def loglik_fn(beta, datum):  # one row: y log σ(xᵀβ) + (1-y) log σ(-xᵀβ)
+        x_i, y_i = datum
+        eta = x_i @ beta
+        return y_i * jax.nn.log_sigmoid(eta) + (1.0 - y_i) * jax.nn.log_sigmoid(-eta)
+
+    def logprior_fn(beta):
+        return -0.5 * jnp.dot(beta, beta) / prior_scale ** 2 + const
+
+    return Target(logdensity_fn=logdensity_fn, dim=dim, name=name, constrain=constrain,
+                  data_likelihood=DataLikelihood(loglik_fn, (X, y), logprior_fn))
 
 
 # --------------------------------------------------------------------------------------------

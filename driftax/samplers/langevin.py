@@ -1,4 +1,13 @@
-r"""Langevin kernels in BlackJAX form: the Metropolis-adjusted Langevin algorithm (MALA).
+r"""Langevin kernels in BlackJAX form: MALA, ULA, SGLD and spherical Langevin.
+
+Every kernel is "noise + deterministic update": ``step(state, noise, density, step_size,
+inverse_mass_matrix)`` with ``noise_size(dim)`` standard normals, so `driftax.infer.sample`
+draws the noise of all chains in bulk; ``build_kernel()`` wraps it into BlackJAX's
+``kernel(key, state, ...)``. Non-finite proposals are never taken: the chain stays and the step
+is flagged ``diverging``.
+
+MALA
+----
 
 MALA (Roberts & Tweedie, 1996, "Exponential convergence of Langevin distributions and their
 discrete approximations") proposes from one Euler step of the preconditioned Langevin diffusion
@@ -24,6 +33,46 @@ a NaN can never enter the chain.
 The kernel is interchangeable with BlackJAX's: ``init(position, logdensity_fn)`` and
 ``kernel(key, state, logdensity_fn, step_size)`` have BlackJAX's signatures, positions may be any
 pytree, and ``mala(logdensity_fn, step_size)`` returns a ``blackjax.base.SamplingAlgorithm``.
+
+ULA
+---
+The same Euler step without the Metropolis correction (Roberts & Tweedie 1996; Durmus &
+Moulines 2017): it samples a biased law whose bias is O(h). For a Gaussian target
+:math:`N(\mu, \Sigma)` and :math:`A = I` the chain is the AR(1) recursion
+:math:`x' - \mu = (I - h\Sigma^{-1})(x - \mu) + \sqrt{2h}\,\xi`, whose stationary law is
+:math:`N(\mu, \Sigma (I - \tfrac h2 \Sigma^{-1})^{-1})`: the mean is exact, the covariance is
+inflated. With time averages of the iterates as estimators (Polyak-Ruppert,
+`driftax.samplers.averaging`), ULA estimates posterior means at the cost of one gradient a step.
+
+SGLD
+----
+Stochastic-gradient Langevin dynamics (Welling & Teh 2011, "Bayesian learning via stochastic
+gradient Langevin dynamics"): the gradient of
+:math:`\log p(x) = \log p_0(x) + \sum_{i=1}^N \ell(x; d_i)` is replaced by the unbiased minibatch
+estimate :math:`\nabla\log p_0(x) + \tfrac NB \sum_{i\in I}\nabla\ell(x; d_i)`, minibatches
+:math:`I` of size :math:`B` taken without replacement from a fresh permutation each epoch (the
+last ``N mod B`` items of a permutation are skipped; each step's estimate is unbiased over the
+permutation). The permutation's key comes from the step's own noise, so SGLD runs in the loop of
+`infer.sample` like the other kernels. An optional decreasing schedule
+:math:`h_t = h_0 (1 + t/b)^{-\gamma}`, :math:`\gamma\in(0.5, 1]`, gives Welling & Teh's
+conditions :math:`\sum h_t = \infty, \sum h_t^2 < \infty`; the step size used is reported in
+the info so averages can weight iterates by it.
+
+Spherical Langevin
+------------------
+Langevin dynamics on the unit sphere :math:`S^{d-1}` for a density :math:`\propto e^{f(\theta)}`
+against the uniform measure: with the tangent projector :math:`P_\theta = I - \theta\theta^\top`,
+
+.. math:: d\theta = \big[P_\theta\nabla f(\theta) - (d-1)\,\theta\big]dt + \sqrt2\,P_\theta\,dW
+
+(the :math:`-(d-1)\theta` drift, :math:`-\tfrac{d-1}2\theta` for unit noise, keeps the
+diffusion on the sphere). One step moves in the tangent space and retracts by normalising,
+:math:`\theta' = y/\lVert y\rVert`, :math:`y = \theta + hP_\theta\nabla f + \sqrt{2h}\,P_\theta\xi`:
+since :math:`\lVert y\rVert^{-1} = 1 - h\lVert P_\theta\xi\rVert^2 + O(h^{3/2})` and
+:math:`E\lVert P_\theta\xi\rVert^2 = d-1`, the normalisation is what realises the radial
+drift, to the order of the scheme. This is the dynamics of Wei, Damian & Lee (2026), "Improved
+high-dimensional estimation with Langevin dynamics and stochastic weight averaging", whose
+estimator is the time average of the iterates (`driftax.infer.recover_direction`).
 """
 from __future__ import annotations
 
@@ -33,12 +82,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from blackjax.base import SamplingAlgorithm
+from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import log_ndtr
 
 Array = jax.Array
 
-__all__ = ["MALAState", "MALAInfo", "init", "step", "noise_size", "build_kernel", "mala"]
+__all__ = ["MALAState", "MALAInfo", "init", "step", "noise_size", "build_kernel", "mala",
+           "ula_step", "ula_noise_size", "ula_build_kernel", "ula",
+           "Minibatch", "SGLDState", "SGLDInfo", "sgld_init", "sgld_step", "sgld_noise_size",
+           "sgld_build_kernel", "sgld", "minibatch_logdensity",
+           "spherical_init", "spherical_step", "spherical_noise_size", "spherical_build_kernel", "spherical"]
 
 
 class MALAState(NamedTuple):
@@ -161,6 +215,229 @@ def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) ->
         return kernel(rng_key, state, logdensity_fn, step_size, inverse_mass_matrix)
 
     return SamplingAlgorithm(init_fn, step_fn)
+
+
+# --------------------------------------------------------------------------------------------
+# ULA
+# --------------------------------------------------------------------------------------------
+def _finite_move(state: MALAState, x_new, logp_new, g_new, unravel):
+    """Take a move only where the log-density, gradient and position are finite."""
+    x, _ = ravel_pytree(state.position)
+    g, _ = ravel_pytree(state.logdensity_grad)
+    finite = jnp.isfinite(logp_new) & jnp.all(jnp.isfinite(g_new)) & jnp.all(jnp.isfinite(x_new))
+    new_state = MALAState(
+        unravel(jnp.where(finite, x_new, x)),
+        jnp.where(finite, logp_new, state.logdensity),
+        unravel(jnp.where(finite, g_new, g)),
+    )
+    return new_state, MALAInfo(finite.astype(x.dtype), finite, ~finite)
+
+
+def ula_step(state: MALAState, noise: Array, logdensity_fn: Callable, step_size,
+             inverse_mass_matrix=None) -> tuple[MALAState, MALAInfo]:
+    """One unadjusted Langevin step ``x' = x + h A ∇log p(x) + √(2h) A^{1/2} ξ`` driven by ``dim`` normals.
+
+    The info's ``acceptance_rate`` is 1 (0 where the step diverged and was not taken).
+    """
+    x, unravel = ravel_pytree(state.position)
+    g, _ = ravel_pytree(state.logdensity_grad)
+    sqrt_a, apply_a = _sqrt_and_apply(inverse_mass_matrix)
+    h = jnp.asarray(step_size, x.dtype)
+    x_new = x + h * apply_a(g) + jnp.sqrt(2 * h) * sqrt_a(noise[: x.shape[0]].astype(x.dtype))
+    logp_new, g_new_tree = jax.value_and_grad(logdensity_fn)(unravel(x_new))
+    return _finite_move(state, x_new, logp_new, ravel_pytree(g_new_tree)[0], unravel)
+
+
+def ula_noise_size(dim: int) -> int:
+    return dim
+
+
+def _key_driven(step_fn, size_fn):
+    def build_kernel():
+        def kernel(rng_key, state, density, step_size, inverse_mass_matrix=None):
+            x, _ = ravel_pytree(state.position)
+            noise = jax.random.normal(rng_key, (size_fn(x.shape[0]),), x.dtype)
+            return step_fn(state, noise, density, step_size, inverse_mass_matrix)
+        return kernel
+    return build_kernel
+
+
+ula_build_kernel = _key_driven(ula_step, ula_noise_size)
+
+
+def ula(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) -> SamplingAlgorithm:
+    """ULA as a BlackJAX ``SamplingAlgorithm`` (same arguments as `mala`)."""
+    return _algorithm(init, ula_build_kernel(), logdensity_fn, step_size, inverse_mass_matrix)
+
+
+def _algorithm(init_fn, kernel, density, step_size, inverse_mass_matrix) -> SamplingAlgorithm:
+    _check_step_size(step_size)
+    _check_inverse_mass_matrix(inverse_mass_matrix)
+
+    def init_(position, rng_key=None):
+        del rng_key  # BlackJAX's loops may pass one
+        return init_fn(position, density)
+
+    def step_(rng_key, state):
+        return kernel(rng_key, state, density, step_size, inverse_mass_matrix)
+
+    return SamplingAlgorithm(init_, step_)
+
+
+# --------------------------------------------------------------------------------------------
+# SGLD
+# --------------------------------------------------------------------------------------------
+class Minibatch(NamedTuple):
+    """What SGLD evaluates: a data-indexed log-density, a batch size and a step-size schedule.
+
+    ``decay_steps = b`` and ``decay_power = γ`` give ``h_t = h_0 (1 + t/b)^{-γ}``; ``γ = 0`` keeps
+    the step size fixed.
+    """
+
+    likelihood: object  # driftax.models.DataLikelihood
+    batch_size: int
+    decay_steps: float = 1.0
+    decay_power: float = 0.0
+
+
+class SGLDState(NamedTuple):
+    """Position, the minibatch estimate of log p and its gradient there, and the epoch's order."""
+
+    position: Array
+    logdensity: Array
+    logdensity_grad: Array
+    permutation: Array  # (N,) int32: this epoch's order of the data
+    cursor: Array  # next unused index into ``permutation``
+    count: Array  # steps taken (drives the step-size schedule)
+
+
+class SGLDInfo(NamedTuple):
+    acceptance_rate: Array
+    is_accepted: Array
+    diverging: Array
+    step_size: Array  # h_t actually used
+
+
+def minibatch_logdensity(mb: Minibatch, x, indices):
+    """``(log p̂, ∇log p̂)`` at ``x`` from the data at ``indices``: prior + (N/B) Σ_{i∈I} ℓ(x; d_i)."""
+    lik = mb.likelihood
+    n = lik.size
+
+    def estimate(x):
+        batch = jax.tree.map(lambda a: jnp.take(a, indices, axis=0), lik.data)
+        ll = jnp.sum(jax.vmap(lambda d: lik.loglik_fn(x, d))(batch))
+        return lik.logprior_fn(x) + (n / indices.shape[0]) * ll
+    return jax.value_and_grad(estimate)(x)
+
+
+def sgld_init(position, mb: Minibatch) -> SGLDState:
+    """State at ``position`` with the exact (full-data) log-density and gradient; the first step
+    starts a fresh epoch (the cursor is at the end)."""
+    n = mb.likelihood.size
+    logp, grad = jax.value_and_grad(mb.likelihood.logdensity)(position)
+    return SGLDState(position, logp, grad, jnp.arange(n, dtype=jnp.int32), jnp.asarray(n, jnp.int32),
+                     jnp.zeros((), jnp.int32))
+
+
+def _key_from_noise(z):
+    """A PRNG key from two standard normals of the loop's stream (their float32 bit patterns)."""
+    bits = lax.bitcast_convert_type(z.astype(jnp.float32), jnp.uint32)
+    return jax.random.wrap_key_data(bits)
+
+
+def sgld_step(state: SGLDState, noise: Array, mb: Minibatch, step_size,
+              inverse_mass_matrix=None) -> tuple[SGLDState, SGLDInfo]:
+    """One SGLD step ``x' = x + h_t A ĝ(x) + √(2h_t) A^{1/2} ξ`` with ``ĝ`` the stored minibatch
+    gradient at ``x``; then the next minibatch's estimate at ``x'``. Consumes ``dim + 2`` normals
+    (the last two seed the next epoch's permutation when one is needed)."""
+    x, g = state.position, state.logdensity_grad
+    dim = x.shape[0]
+    n, b = mb.likelihood.size, mb.batch_size
+    sqrt_a, apply_a = _sqrt_and_apply(inverse_mass_matrix)
+    h = (jnp.asarray(step_size, x.dtype)
+         * (1.0 + state.count.astype(x.dtype) / mb.decay_steps) ** (-mb.decay_power))
+    x_new = x + h * apply_a(g) + jnp.sqrt(2 * h) * sqrt_a(noise[:dim].astype(x.dtype))
+
+    fresh = state.cursor + b > n  # too few unused items left: a new epoch
+    perm = lax.cond(fresh, lambda: jax.random.permutation(_key_from_noise(noise[dim:dim + 2]), n).astype(jnp.int32),
+                    lambda: state.permutation)
+    cursor = jnp.where(fresh, 0, state.cursor)
+    indices = lax.dynamic_slice(perm, (cursor,), (b,))
+    logp_new, g_new = minibatch_logdensity(mb, x_new, indices)
+
+    finite = jnp.isfinite(logp_new) & jnp.all(jnp.isfinite(g_new)) & jnp.all(jnp.isfinite(x_new))
+    new = SGLDState(jnp.where(finite, x_new, x), jnp.where(finite, logp_new, state.logdensity),
+                    jnp.where(finite, g_new, g), perm, cursor + b, state.count + 1)
+    return new, SGLDInfo(finite.astype(x.dtype), finite, ~finite, h)
+
+
+def sgld_noise_size(dim: int) -> int:
+    return dim + 2
+
+
+sgld_build_kernel = _key_driven(sgld_step, sgld_noise_size)
+
+
+def check_minibatch(likelihood, batch_size, decay_steps=1.0, decay_power=0.0) -> Minibatch:
+    """Validated `Minibatch`: ``1 <= batch_size <= N``, ``decay_steps > 0``, ``γ = 0`` or ``0.5 < γ <= 1``."""
+    if likelihood is None or not all(hasattr(likelihood, a) for a in ("loglik_fn", "data", "logprior_fn")):
+        raise TypeError("SGLD needs a data-indexed log-density (driftax.models.DataLikelihood): give the "
+                        "Target a data_likelihood")
+    n = likelihood.size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)):
+        raise TypeError(f"batch_size must be an integer, got {batch_size!r}")
+    if not 1 <= batch_size <= n:
+        raise ValueError(f"batch_size must lie in [1, {n}] (the number of data), got {batch_size}")
+    decay_steps, decay_power = float(decay_steps), float(decay_power)
+    if not (np.isfinite(decay_steps) and decay_steps > 0):
+        raise ValueError(f"decay_steps must be positive, got {decay_steps}")
+    if not (decay_power == 0.0 or 0.5 < decay_power <= 1.0):
+        raise ValueError(f"decay_power must be 0 (fixed step) or in (0.5, 1] (Welling & Teh), got {decay_power}")
+    return Minibatch(likelihood, int(batch_size), decay_steps, decay_power)
+
+
+def sgld(likelihood, step_size: float, batch_size: int, inverse_mass_matrix=None, *,
+         decay_steps: float = 1.0, decay_power: float = 0.0) -> SamplingAlgorithm:
+    """SGLD as a BlackJAX ``SamplingAlgorithm`` over a `driftax.models.DataLikelihood`."""
+    mb = check_minibatch(likelihood, batch_size, decay_steps, decay_power)
+    return _algorithm(sgld_init, sgld_build_kernel(), mb, step_size, inverse_mass_matrix)
+
+
+# --------------------------------------------------------------------------------------------
+# spherical Langevin
+# --------------------------------------------------------------------------------------------
+def spherical_init(position, logdensity_fn: Callable) -> MALAState:
+    """State at ``position / |position|`` (the start is put on the sphere)."""
+    position = position / jnp.linalg.norm(position)
+    return init(position, logdensity_fn)
+
+
+def spherical_step(state: MALAState, noise: Array, logdensity_fn: Callable, step_size,
+                   inverse_mass_matrix=None) -> tuple[MALAState, MALAInfo]:
+    """``θ' = y/|y|``, ``y = θ + h P_θ∇f(θ) + √(2h) P_θ ξ`` (module docstring). No preconditioner:
+    a metric on the sphere changes its volume form, which this scheme does not model."""
+    if inverse_mass_matrix is not None:
+        raise ValueError("spherical Langevin takes no inverse_mass_matrix (use mass_matrix=None)")
+    theta, g = state.position, state.logdensity_grad
+    dim = theta.shape[0]
+    h = jnp.asarray(step_size, theta.dtype)
+    tangent = lambda v: v - theta * jnp.dot(theta, v)
+    y = theta + h * tangent(g) + jnp.sqrt(2 * h) * tangent(noise[:dim].astype(theta.dtype))
+    theta_new = y / jnp.linalg.norm(y)
+    logp_new, g_new = jax.value_and_grad(logdensity_fn)(theta_new)
+    return _finite_move(state, theta_new, logp_new, g_new, lambda v: v)
+
+
+def spherical_noise_size(dim: int) -> int:
+    return dim
+
+
+spherical_build_kernel = _key_driven(spherical_step, spherical_noise_size)
+
+
+def spherical(logdensity_fn: Callable, step_size: float) -> SamplingAlgorithm:
+    """Spherical Langevin as a BlackJAX ``SamplingAlgorithm``."""
+    return _algorithm(spherical_init, spherical_build_kernel(), logdensity_fn, step_size, None)
 
 
 def _is_traced(x) -> bool:
