@@ -1,0 +1,179 @@
+"""Learned diffusion samplers (PIS, DIS, DDS) x (KL, log-variance) at CPU scale, beside BlackJAX.
+
+Richter & Berner, "Improved sampling via learned diffusions" (ICLR 2024), Table 1 (secondary figures in
+../shared/notes/bridges.md). For every target (GMM-9; Neal's funnel d = 10; double well DW(5, 5, 4)),
+method and loss: |Δlog Z| (importance estimate, log Z known), normalised ESS, the entropic OT
+(Sinkhorn) distance of 2000 draws to 2000 exact draws, modes found (mixtures: share ≥ 20 % of the
+uniform share) and training seconds (compilation included). Peer: BlackJAX's training-free
+Schrödinger-Föllmer sampler (`blackjax.vi.schrodinger_follmer`, Monte-Carlo drift, no log Z) on the
+same targets and metrics. No installable library has PIS/DIS/DDS with the LV loss.
+
+    python benchmarks/bench_bridges.py --quick            # GMM-9, DIS with LV and KL (< 10 min)
+    python benchmarks/bench_bridges.py --json out.json    # every row; PNGs into benchmarks/out/
+
+CPU-scale settings (printed with the table): batch 256 paths, 50 time steps, 800 Adam steps
+(learning rate 5e-3 decayed to 2 %, clipping 1, EMA 0.99), network width 64 with 2 hidden blocks;
+the paper uses batch 2048, 200 steps and 60k iterations. No GPU was lent for these runs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from driftax.infer.bridges import BridgeSamples, bridge_metrics, train_bridge
+from driftax.models import gallery
+
+# Secondary reading of the paper (notes/bridges.md): (target, method, loss) -> |Δlog Z|
+PUBLISHED = {
+    ("gmm9", "pis", "kl"): 1.094, ("gmm9", "pis", "lv"): 0.046,
+    ("gmm9", "dis", "kl"): 1.551, ("gmm9", "dis", "lv"): 0.056,
+    ("dw5", "pis", "kl"): 3.567, ("dw5", "pis", "lv"): 0.214,
+    ("dw5", "dis", "kl"): 1.462, ("dw5", "dis", "lv"): 0.375,
+    ("funnel10", "pis", "kl"): 0.28, ("funnel10", "pis", "lv"): 0.28,
+    ("funnel10", "dis", "kl"): 0.28, ("funnel10", "dis", "lv"): 0.28,
+}
+
+
+def targets():
+    grid = np.array([-5.0, 0.0, 5.0])
+    gmm_modes = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(9, 2)
+    signs = np.array(np.meshgrid(*[[-1.0, 1.0]] * 5, indexing="ij")).reshape(5, -1).T
+    return {
+        "gmm9": (gallery.gmm9(), gmm_modes),
+        "funnel10": (gallery.neals_funnel(dim=10), None),
+        "dw5": (gallery.double_well(dim=5, m=5, delta=4.0), 2.0 * signs),  # wells at ±√δ = ±2
+    }
+
+
+def blackjax_sf(target, num_samples, seed, n_steps=50, n_inner=64):
+    """BlackJAX's Schrödinger-Föllmer sampler: Euler steps of the Föllmer drift estimated by Monte Carlo."""
+    import blackjax
+
+    algo = blackjax.schrodinger_follmer(target.logdensity_fn, n_steps, n_inner)
+    state = algo.init(jnp.zeros(target.dim))
+    t0 = time.perf_counter()
+    out = jax.jit(lambda k: algo.sample(k, state, num_samples))(jax.random.key(seed))
+    x = np.asarray(jax.block_until_ready(out.position))
+    return x, time.perf_counter() - t0
+
+
+def run(args):
+    outdir = Path(args.out)
+    outdir.mkdir(parents=True, exist_ok=True)
+    tg = targets()
+    if args.quick:
+        plan = [("gmm9", "dis", "lv"), ("gmm9", "dis", "kl")]
+        peers = ["gmm9"]
+    else:
+        plan = [(t, m, lo) for t in tg for m in ("pis", "dis", "dds") for lo in ("kl", "lv")]
+        peers = list(tg)
+    if args.targets:
+        plan = [p for p in plan if p[0] in args.targets]
+        peers = [p for p in peers if p in args.targets]
+    settings = dict(num_steps=args.steps, batch_size=args.batch, num_time_steps=args.time_steps,
+                    learning_rate=args.lr, seed=args.seed, progress=not args.no_progress)
+    print(f"settings: {settings}; {args.samples} samples per evaluation; devices: {jax.devices()}")
+    rows, draws = [], {}
+    for tname, method, loss in plan:
+        target, modes = tg[tname]
+        bridge = train_bridge(target, method, loss, **settings)
+        out = bridge.sample(args.samples, seed=args.seed + 1)
+        met = bridge_metrics(out, target, modes=modes, num_reference=2000, seed=args.seed + 2)
+        row = {"target": tname, "method": method, "loss": loss, "dlogz": met["dlogz"], "ess": met["ess"],
+               "sinkhorn": met["sinkhorn"], "modes": met.get("modes"), "seconds": bridge.seconds,
+               "elbo": met["elbo"], "std_error": met["std_error"], "dropped": met["num_dropped"],
+               "published_dlogz": PUBLISHED.get((tname, method, loss))}
+        rows.append(row)
+        draws[(tname, method, loss)] = out.samples
+        _print_row(row, header=len(rows) == 1)
+    peer_rows = []
+    for tname in peers:
+        target, modes = tg[tname]
+        x, secs = blackjax_sf(target, min(args.samples, 2000), args.seed)
+        fake = BridgeSamples(x, np.zeros(len(x)), math.nan, math.nan, math.nan, 0)
+        met = bridge_metrics(fake, target, modes=modes, num_reference=2000, seed=args.seed + 2)
+        peer_rows.append({"target": tname, "method": "blackjax_sf", "loss": "-", "dlogz": math.nan,
+                          "ess": math.nan, "sinkhorn": met["sinkhorn"], "modes": met.get("modes"),
+                          "seconds": secs, "std_error": met["std_error"]})
+        draws[(tname, "blackjax_sf", "-")] = x
+    print("\nBlackJAX Schrödinger-Föllmer (50 steps, 64 inner samples; no log Z):")
+    for r in peer_rows:
+        print(f"{r['target']:>9} {'blackjax_sf':>11} {'':>4} {'':>8} {'':>7} {r['sinkhorn']:>9.3f} "
+              f"{str(r['modes']):>5} {r['seconds']:>8.1f}")
+    _plot(draws, tg, outdir)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps({"rows": rows, "peers": peer_rows, "settings": settings},
+                                              indent=1, default=float))
+        print(f"wrote {args.json}")
+    return rows
+
+
+def _fmt(v, spec):
+    return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, spec)
+
+
+def _print_row(r, header):
+    if header:
+        print(f"{'target':>9} {'method':>11} {'loss':>4} {'|dlogZ|':>8} {'ESS':>7} {'sinkhorn':>9} {'modes':>5} "
+              f"{'seconds':>8} {'paper |dlogZ|':>14}")
+    print(f"{r['target']:>9} {r['method']:>11} {r['loss']:>4} {_fmt(r['dlogz'], '8.3f')} {_fmt(r['ess'], '7.3f')} "
+          f"{_fmt(r['sinkhorn'], '9.3f')} {str(r['modes']):>5} {r['seconds']:>8.1f} "
+          f"{_fmt(r['published_dlogz'], '14.3f')}", flush=True)
+
+
+def _plot(draws, tg, outdir):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for tname in sorted({k[0] for k in draws}):
+        keys = [k for k in draws if k[0] == tname]
+        target = tg[tname][0]
+        fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 3.2), squeeze=False)
+        lim = {"gmm9": 8.0, "funnel10": 8.0, "dw5": 3.5}[tname]
+        g = np.linspace(-lim, lim, 150)
+        X, Y = np.meshgrid(g, g)
+        pts = np.zeros((X.size, target.dim), np.float32)
+        pts[:, 0], pts[:, 1] = X.ravel(), Y.ravel()
+        Z = np.asarray(jax.vmap(target.logdensity_fn)(jnp.asarray(pts))).reshape(X.shape)
+        for ax, k in zip(axes[0], keys):
+            ax.contour(X, Y, np.maximum(Z, Z.max() - 30), levels=15, linewidths=0.5, colors="0.6")
+            x = draws[k][:2000]
+            ax.scatter(x[:, 0], x[:, 1], s=1, alpha=0.4, c="tab:red")
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            ax.set_title(f"{k[1]} {k[2]}".strip(" -"), fontsize=9)
+        fig.suptitle(f"{tname}: samples over target contours (coordinates 1, 2; others 0)", fontsize=9)
+        fig.tight_layout()
+        fig.savefig(outdir / f"bridges_{tname}.png", dpi=90)
+        plt.close(fig)
+        print(f"wrote {outdir / f'bridges_{tname}.png'}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="GMM-9 with DIS-LV and DIS-KL only")
+    p.add_argument("--json", default=None, help="write {'rows': [...]} to this path")
+    p.add_argument("--out", default=str(Path(__file__).resolve().parent / "out"), help="folder for PNGs")
+    p.add_argument("--targets", nargs="*", default=None, choices=["gmm9", "funnel10", "dw5"])
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--time-steps", type=int, default=50)
+    p.add_argument("--lr", type=float, default=5e-3)
+    p.add_argument("--samples", type=int, default=4000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true")
+    run(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()
