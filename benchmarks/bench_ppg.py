@@ -32,11 +32,13 @@ def _bias_study(quick: bool, seed: int):
 
     m = ssm.linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0)
     Ts = (100, 1000)
-    budgets = (128, 512) if quick else (64, 128, 256, 512, 1024)
     R = 32 if quick else 128
     ppg_cfgs = ((3, 1), (7, 3)) if quick else ((3, 1), (7, 3), (15, 5))  # (k, k0)
     rows = []
     for T in Ts:
+        # --quick: two budgets at T = 100, one at T = 1000 (fewer replicates) to stay within minutes
+        budgets = ((128, 512) if T == 100 else (256,)) if quick else (64, 128, 256, 512, 1024)
+        R = (32 if T == 100 else 16) if quick else 128
         ys = m.simulate(seed + T, T)[1]
         ks = ssm.kalman_smoother(m, ys)
         truth = np.r_[ks.sum_means(), ks.sum_cross_moments().ravel()]
@@ -181,12 +183,12 @@ def _learning(quick: bool, seed: int):
     T = 300 if quick else 1000
     ys = m.simulate(seed, T)[1]
     start = {"mu": -0.3, "phi": 0.6, "sigma": 0.6}
-    steps, ref_steps = (200, 600) if quick else (1000, 4000)
+    steps, ref_steps, ref_n = (200, 400, 64) if quick else (1000, 4000, 128)
     fit = learn(m, ys, start, "ppg", num_steps=steps, num_particles=32, step_size=0.5, seed=seed, progress=False)
-    ref = learn(m, ys, start, "ppg", num_steps=ref_steps, num_particles=128, step_size=0.5, seed=seed + 1,
+    ref = learn(m, ys, start, "ppg", num_steps=ref_steps, num_particles=ref_n, step_size=0.5, seed=seed + 1,
                 progress=False)
     out = {"T": T, "steps": steps, "final": {k: float(v) for k, v in fit.theta.items()},
-           "reference": {k: float(v) for k, v in ref.theta.items()}, "reference_steps": ref_steps,
+           "reference": {k: float(v) for k, v in ref.theta.items()}, "reference_steps": ref_steps, "reference_particles": ref_n,
            "seconds": fit.seconds, "true": {k: float(v) for k, v in m.theta.items()}}
     for k in ("mu", "phi", "sigma"):
         print(f"  {k:6s} learned {out['final'][k]:+.4f}  reference {out['reference'][k]:+.4f}  "

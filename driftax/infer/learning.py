@@ -36,7 +36,7 @@ from driftax.infer.smoothing import check_inputs
 from driftax.models.ssm import StateSpaceModel
 from driftax.samplers import paris as _paris
 
-__all__ = ["learn", "LearningResult", "score_functional"]
+__all__ = ["learn", "LearningResult", "score_functional", "markov_score_climbing", "MarkovGaussian"]
 
 
 def score_functional(ssm: StateSpaceModel, theta_of, u) -> _paris.AdditiveFunctional:
@@ -58,7 +58,10 @@ class LearningResult:
     """``theta``: the Polyak-Ruppert average of the last iterates; ``theta_last``; ``trace``:
     ``{name: (num_steps, ...)}`` constrained iterates; ``scores (num_steps, P)`` the per-observation score
     estimates; ``finite`` (False if any iteration went non-finite: the run stops updating then);
-    ``num_steps``; ``seconds``."""
+    ``num_steps``; ``seconds``; ``converged``: the mean score estimate over the averaging window is within
+    3 standard errors of 0 in every coordinate (the stationarity condition of the ascent; the standard
+    error from the window's spread, which ignores the Markov correlation of the PPG estimates, so it is
+    a screening test, not a proof)."""
 
     theta: dict
     theta_last: dict
@@ -68,6 +71,7 @@ class LearningResult:
     num_steps: int
     method: str
     seconds: float
+    converged: bool = False
 
     def to_inference_data(self):
         """The parameter trace as ArviZ data (one chain, one draw per iteration)."""
@@ -187,4 +191,109 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
     n_avg = max(1, int(round(average_fraction * num_steps)))
     theta_avg = {**{k: np.asarray(v) for k, v in fixed.items()}, **{k: v[-n_avg:].mean(0) for k, v in trace.items()}}
     theta_last = {**{k: np.asarray(v) for k, v in fixed.items()}, **{k: v[-1] for k, v in trace.items()}}
-    return LearningResult(theta_avg, theta_last, trace, ss, finite, num_steps, method, secs)
+    win = ss[-n_avg:]
+    se = win.std(0) / np.sqrt(max(1, n_avg - 1))
+    converged = bool(finite and n_avg > 1 and np.all(np.abs(win.mean(0)) <= 3 * se))
+    return LearningResult(theta_avg, theta_last, trace, ss, finite, num_steps, method, secs, converged)
+
+
+# --- Markov score climbing ---------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class MarkovGaussian:
+    r"""The Markov Gaussian family ``q_λ(x_{0:T-1}) = Π_t N(x_t; a_t ⊙ x_{t-1} + b_t, diag(exp(2 ℓ_t)))``
+    (``a_0 = 0``; coordinates independent given the past), with its marginal ``means``/``variances``
+    ``m_t = a_t m_{t-1} + b_t``, ``v_t = a_t² v_{t-1} + exp(2 ℓ_t)``; ``trace`` holds the marginal means
+    after every iteration ``(num_steps, T, d)``."""
+
+    a: np.ndarray
+    b: np.ndarray
+    log_scale: np.ndarray
+    means: np.ndarray
+    variances: np.ndarray
+    trace: np.ndarray
+    finite: bool
+    seconds: float
+
+
+def _mg_logpdf(lam, x):
+    a, b, ls = lam
+    prev = jnp.concatenate([jnp.zeros_like(x[:1]), x[:-1]])
+    mean = a.at[0].set(0.0) * prev + b
+    return jnp.sum(-0.5 * ((x - mean) * jnp.exp(-ls)) ** 2 - ls)
+
+
+def _mg_marginals(lam):
+    a, b, ls = lam
+
+    def body(c, inp):
+        m, v = c
+        at, bt, lt = inp
+        m, v = at * m + bt, at * at * v + jnp.exp(2 * lt)
+        return (m, v), (m, v)
+
+    zero = jnp.zeros_like(b[0])
+    _, (m, v) = lax.scan(body, (zero, zero), (a.at[0].set(0.0), b, ls))
+    return m, v
+
+
+def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: int = 500, num_particles: int = 32,
+                          K: int = 2, step_size: float = 0.05, average_fraction: float = 0.5,
+                          backward: str = "hybrid", max_trials: int = 32, chunk_size: int = 100,
+                          seed: int = 0) -> MarkovGaussian:
+    r"""Markov score climbing (Naesseth, Lindsten, Blei 2020) for the Markov Gaussian family, driven by the
+    PPG kernel: ``ζ_ℓ ~ P_PPG(ζ_{ℓ-1}, ·)`` (which leaves the smoothing law invariant), then
+    ``λ ← λ + γ_ℓ ∇_λ log q_λ(ζ_ℓ)`` by Adam with learning rate ``step_size``. Its fixed point minimises
+    the inclusive ``KL(p(x_{0:T-1} | y) ‖ q_λ)``; the result averages ``λ`` over the last ``average_fraction``
+    of the iterations. For a 1-d linear-Gaussian model the smoothing law is in the family (it is a
+    Gaussian Markov chain), so the marginals converge to the Kalman smoother's.
+    """
+    import optax
+
+    ys, theta = check_inputs(ssm, ys, theta)
+    num_steps = check_int("num_steps", num_steps, 1)
+    N = check_int("num_particles", num_particles, 2)
+    K = check_int("K", K, 2)
+    chunk_size = check_int("chunk_size", chunk_size, 1)
+    step_size = check_real("step_size", step_size, positive=True)
+    average_fraction = check_real("average_fraction", average_fraction, positive=True)
+    if average_fraction > 1:
+        raise ValueError(f"average_fraction must be in (0, 1], got {average_fraction}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+        raise ValueError(f"seed must be an integer in [0, 2**32), got {seed!r}")
+    dtype = jnp.result_type(float)
+    T, d = ys.shape[0], ssm.state_dim
+    ys_j = jnp.asarray(ys, dtype)
+    theta = {k: jnp.asarray(v, dtype) for k, v in theta.items()}
+    opt = optax.adam(step_size)
+    f = _paris.state_sum(d)
+    lam0 = (jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype))
+
+    def one(carry, key):
+        lam, ref, opt_state, ok = carry
+        new_ref, info = _paris.ppg_step(key, ssm, theta, ys_j, ref, f, N, K=K, backward=backward,
+                                        max_trials=max_trials)
+        g = jax.grad(_mg_logpdf)(lam, new_ref)
+        upd, new_opt = opt.update(jax.tree.map(lambda v: -v, g), opt_state, lam)
+        new_lam = optax.apply_updates(lam, upd)
+        keep = ok & info.finite & jnp.all(jnp.isfinite(new_ref))
+        sel = lambda x, y: jax.tree.map(lambda p, q: jnp.where(keep, p, q), x, y)
+        lam, ref, opt_state = sel(new_lam, lam), sel(new_ref, ref), sel(new_opt, opt_state)
+        return (lam, ref, opt_state, keep), lam
+
+    chunk = jax.jit(lambda c, ks: lax.scan(one, c, ks))
+    k_init, k_run = jax.random.split(jax.random.key(int(seed)))
+    ref0 = _paris.initial_reference(k_init, ssm, theta, ys_j, N, backward=backward, max_trials=max_trials)
+    carry = (lam0, ref0, opt.init(lam0), jnp.array(True))
+    keys = jax.random.split(k_run, num_steps)
+    lams = []
+    t0 = time.perf_counter()
+    for start in range(0, num_steps, chunk_size):
+        carry, lc = chunk(carry, keys[start:start + chunk_size])
+        lams.append(jax.tree.map(np.asarray, lc))
+    secs = time.perf_counter() - t0
+    lams = tuple(np.concatenate([l[i] for l in lams]) for i in range(3))
+    n_avg = max(1, int(round(average_fraction * num_steps)))
+    lam = tuple(jnp.asarray(v[-n_avg:].mean(0)) for v in lams)
+    m, v = _mg_marginals(lam)
+    trace = np.asarray(jax.jit(jax.vmap(lambda l: _mg_marginals(l)[0]))(tuple(jnp.asarray(x) for x in lams)))
+    return MarkovGaussian(*(np.asarray(x) for x in lam), np.asarray(m), np.asarray(v), trace, bool(carry[3]), secs)
