@@ -56,3 +56,15 @@ def test_bad_input_is_one_line_error(capsys):
 def test_entry_point_runs_as_module():
     proc = subprocess.run([sys.executable, "-m", "driftax", "--version"], capture_output=True, text=True)
     assert proc.returncode == 0 and "driftax" in proc.stdout
+
+
+def test_sample_with_averages(tmp_path, capsys):
+    """--average polyak with ULA: the printed and saved averages are the chains' means over every
+    sampling step, equal (thinning 1) to the mean of the saved draws up to float32 rounding."""
+    out = tmp_path / "avg.nc"
+    assert main(["sample", "--target", "correlated_gaussian", "--method", "ula", "--step-size", "0.05",
+                 "--chains", "2", "--draws", "300", "--warmup", "100", "--average", "polyak",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "polyak averages" in capsys.readouterr().out
+    idata = az.from_netcdf(str(out))
+    np.testing.assert_allclose(idata.averages["x"].values, idata.posterior["x"].values.mean(1), atol=1e-5)

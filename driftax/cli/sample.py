@@ -21,7 +21,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--warmup", type=int, default=1000)
     p.add_argument("--thinning", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--mass-matrix", default="diag", choices=["diag", "dense", "none"])
+    p.add_argument("--mass-matrix", default="auto", choices=["auto", "diag", "dense", "none"])
+    p.add_argument("--step-size", type=float, help="initial (or, for ula/sgld/spherical, fixed) step size")
+    p.add_argument("--average", choices=["polyak", "tail", "swa", "weighted"],
+                   help="carry running averages of every site through sampling (printed, and saved in "
+                        "the 'averages' group)")
     p.add_argument("--x64", action="store_true",
                    help="sample in float64 (automatic for targets that need it, e.g. gp_pois_regr)")
     p.add_argument("--out", type=Path, help="write the InferenceData to this netCDF file")
@@ -61,8 +65,15 @@ def run(args: argparse.Namespace) -> int:
     idata = dx.infer.sample(
         target, args.method, num_chains=args.chains, num_samples=args.draws, num_warmup=args.warmup,
         thinning=args.thinning, seed=args.seed, progress=not args.no_progress,
-        mass_matrix=None if args.mass_matrix == "none" else args.mass_matrix)
+        mass_matrix=None if args.mass_matrix == "none" else args.mass_matrix,
+        step_size=args.step_size, average=args.average)
     print(dx.infer.diagnostics.summary(idata).to_string())
+    if args.average:
+        print(f"\n{args.average} averages over every sampling step, pooled over chains (mean, sd):")
+        for name, (mean, var) in dx.infer.diagnostics.pooled_averages(idata).items():
+            for i, (m, v) in enumerate(zip(np.ravel(mean), np.ravel(var))):
+                label = name if np.size(mean) == 1 else f"{name}[{i}]"
+                print(f"{label:<22}{m:>12.4f}{np.sqrt(v):>12.4f}")
     ref = reference_for(args.target, target, args.seed)
     if ref is not None:
         print("\nerror against the reference (units of reference sd):")

@@ -29,8 +29,14 @@ SCRIPT = textwrap.dedent("""
     idata = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     x = idata.posterior["x"].values
     again = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
+    avg = dx.infer.sample(target, "ula", num_chains=chains, num_samples=300, num_warmup=0, step_size=0.05,
+                          seed=2, progress=False, average="polyak")
+    stored = avg.posterior["x"].values.astype(np.float64)
+    pooled_mean, pooled_var = dx.infer.diagnostics.pooled_averages(avg)["x"]
     print("RESULT" + json.dumps({
         "repeat_equal": bool(np.array_equal(x, again.posterior["x"].values)),
+        "avg_mean_err": float(np.abs(pooled_mean - stored.reshape(-1, 6).mean(0)).max()),
+        "avg_var_err": float(np.abs(pooled_var - stored.reshape(-1, 6).var(0)).max()),
         "devices": idata.attrs["num_devices"], "global_devices": jax.device_count(),
         "mean": x.reshape(-1, 6).mean(0).tolist(), "sd": x.reshape(-1, 6).std(0).tolist(),
         "ess": az.ess(idata)["x"].values.tolist(), "first": x[:, 0, 0].tolist(), "last": x[:, -1].tolist(), "chains": x.shape[0],
@@ -77,12 +83,21 @@ def test_four_devices_shard_chains_and_agree_with_one_device(tmp_path, one_devic
     _check_against_truth(four)
     # same seed, same devices: the same draws (one program, run twice in one process)
     assert one_device["repeat_equal"] and four["repeat_equal"]
+    _check_averages(one_device)
+    _check_averages(four)
     # every device draws its own noise: no two of the 8 chains coincide
     assert len({tuple(c) for c in four["last"]}) == 8
     # the two runs are independent estimates: their difference has sd s * sqrt(1/ESS_1 + 1/ESS_4)
     ess1, ess4 = np.asarray(one_device["ess"]), np.asarray(four["ess"])
     diff = np.abs(np.asarray(one_device["mean"]) - np.asarray(four["mean"]))
     assert np.all(diff <= 4.5 * S * np.sqrt(1 / ess1 + 1 / ess4))
+
+
+def _check_averages(res):
+    """In-loop averages pooled over chains and devices (Chan's rule) equal the mean and variance of the
+    stored draws (thinning 1, every step counted): float32 running means of 300 values of size <= 5,
+    so ~1e-5 (1e-4 on the variance, whose scale is <= 4)."""
+    assert res["avg_mean_err"] < 1e-4 and res["avg_var_err"] < 1e-3, res
 
 
 def _free_port():
@@ -101,6 +116,7 @@ def test_two_processes_join_with_jax_distributed(tmp_path):
     assert r0["global_devices"] == 4 and r0["devices"] == 2 and r0["chains"] == 6
     assert r0["first"] == r1["first"] and r0["mean"] == r1["mean"]
     assert r0["repeat_equal"] and r1["repeat_equal"]
+    _check_averages(r0)
     # distinct hosts run distinct chains: the 6 chains (3 per host) are 6 different chains
     assert len({tuple(c) for c in r0["last"]}) == 6
     _check_against_truth(r0)
