@@ -339,3 +339,52 @@ def test_bad_input():
     bad = Target(lambda x: -jnp.sum(jnp.log(x)), 2)
     with pytest.raises(ValueError, match="log-density is not finite at the initial mean"):
         gaussian_vi(bad, num_steps=10, step_size=0.1)
+
+
+MODEL_FILE = '''
+import numpyro
+import numpyro.distributions as dist
+
+
+def model(y):
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    numpyro.sample("y", dist.Normal(mu, 2.0), obs=y)
+'''
+
+
+@pytest.mark.slow
+def test_cli_vi_fits_a_numpyro_file_and_writes_draws(tmp_path, capsys):
+    # conjugate model: mu | y ~ N(post_mean, post_var) exactly, so FB-GVI must return it (KL ~ 0)
+    import arviz as az
+
+    from driftax.cli import main
+
+    y = [1.0, 2.5, 0.3, 1.7]
+    (tmp_path / "m.py").write_text(MODEL_FILE)
+    (tmp_path / "d.json").write_text('{"y": %s}' % y)
+    rc = main(["vi", "--model", f"{tmp_path / 'm.py'}:model", "--data", str(tmp_path / "d.json"), "--method", "fb",
+               "--steps", "200", "--step-size", "0.5", "--x64", "--out", str(tmp_path / "q.nc"),
+               "--approx", str(tmp_path / "q.npz"), "--draws", "500"])
+    assert rc == 0, capsys.readouterr()
+    prec = 1 / 100 + len(y) / 4
+    post_mean, post_var = (sum(y) / 4) / prec, 1 / prec
+    z = np.load(tmp_path / "q.npz")
+    np.testing.assert_allclose(z["mean"], [post_mean], rtol=1e-9)
+    np.testing.assert_allclose(z["cov"], [[post_var]], rtol=1e-9)
+    idata = az.from_netcdf(tmp_path / "q.nc")
+    assert idata.posterior["mu"].shape == (1, 500)
+    assert main(["vi", "--model", "no_colon.py", "--steps", "10"]) == 2
+    assert main(["vi", "--target", "gaussian", "--steps", "10", "--step-size", "-1"]) == 2
+
+
+@pytest.mark.slow
+def test_demo_section(tmp_path):
+    from driftax.cli.vi import demo
+
+    text = demo(tmp_path)
+    assert (tmp_path / "vi_kl.png").is_file()
+    lines = {ln.split("  ")[0]: ln for ln in text.splitlines()}
+    # FB-GVI at h = 1/beta and batch-and-match reach the target; BW-GD at h = 1/beta does not
+    assert lines["FB-GVI, h = 1/beta"].split()[-1] == "True"
+    assert lines["batch-and-match, B = 10"].split()[-1] == "True"
+    assert lines["BW-GD, h = 1/beta"].split()[-1] == "False"
