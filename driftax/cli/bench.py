@@ -15,9 +15,9 @@ def add_parser(subparsers) -> None:
 
 
 def run(args) -> int:
-    scripts = sorted(args.dir.glob("bench_*.py"))
+    scripts = sorted(p for p in args.dir.glob("*.py") if not p.name.startswith("_"))
     if not scripts:
-        raise FileNotFoundError(f"no bench_*.py in {args.dir.resolve()}; run from a driftax checkout")
+        raise FileNotFoundError(f"no benchmark scripts (*.py) in {args.dir.resolve()}; run from a driftax checkout")
     args.out.mkdir(parents=True, exist_ok=True)
     status = 0
     for script in scripts:
