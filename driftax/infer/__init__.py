@@ -1,6 +1,7 @@
-"""What a user calls: `sample`, the method registry, diagnostics."""
+"""What a user calls: `sample`, the method registry, diagnostics, and each engine's entry point."""
 from driftax.infer import diagnostics, methods
 from driftax.infer.diagnostics import compare_to_reference, to_inference_data
+from driftax.infer.recovery import recover_direction
 from driftax.infer.run import sample
 
-__all__ = ["sample", "methods", "diagnostics", "to_inference_data", "compare_to_reference"]
+__all__ = ["sample", "methods", "diagnostics", "to_inference_data", "compare_to_reference", "recover_direction"]
