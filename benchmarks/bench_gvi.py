@@ -229,7 +229,6 @@ def main(argv=None):
     prec = np.linalg.inv(sigma)
     prec = 0.5 * (prec + prec.T)
     gauss = dx_target(lambda x: -0.5 * (x - mu) @ (prec @ (x - mu)), 50, "gaussian50")
-    beta = float(np.linalg.eigvalsh(prec)[-1])
     kl = lambda m, s: {"kl": kl_gauss(m, s, mu, sigma)}  # noqa: E731
     for budget in BUDGETS:
         for label, val, ge, secs, h in fits(gauss, budget, grids, kl):

@@ -38,7 +38,15 @@ removed by ``average="tail"`` (the arithmetic average of ``(m, S)`` over the sec
 Hessian: ``hessian="autodiff"`` evaluates ``hess V`` by forward-over-reverse autodiff (counted as ``d``
 gradient evaluations); ``hessian="stein"`` uses the gradient-only Stein identity: for ``X = m + C u``,
 ``u ~ N(0, I)``, ``E[hess V(X)] = C^{-T} E[u grad V(X)^T]`` (Gaussian integration by parts), symmetrised; the
-cubature rule keeps it exact on Gaussian targets.
+cubature rule keeps it exact on Gaussian targets (on others the cubature Stein form is only an approximation:
+on eight schools it did not settle where the autodiff form converged). As a Monte Carlo estimate its noise
+grows with ``d`` (``C^{-T} u u^T C^T A`` on a Gaussian target), so the stochastic Stein form wants a batch
+(``antithetic`` pairs) and steps far below ``1/beta``.
+
+Step size: for ``h <= 1/beta`` FB-GVI converges to the minimiser; for ``1/beta < h < 2/beta`` the iterates stay
+bounded and positive definite but settle at a biased point (on a Gaussian target, the directions of
+curvature ``a > 1/h`` end with a variance other than ``1/a``; measured and tested), and for ``h > 2/beta`` the
+explicit mean step diverges as gradient descent would.
 
 **BW-SGD** (Lambert, Chewi, Bach, Bonnabel & Rigollet, "Variational inference via Wasserstein gradient
 flows", NeurIPS 2022): the same mean step, and ``S+ = M S M`` with ``M = I - h (E[hess V] - S^{-1})``: the
@@ -68,7 +76,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
