@@ -217,7 +217,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="one step size per method, shorter NUTS and stability runs")
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    ap.add_argument("--only", default="gaussian50,logreg,stability",
+                    help="comma-separated parts to run (default all): gaussian50, logreg, stability")
     args = ap.parse_args(argv)
+    parts = set(args.only.split(","))
+    if not parts <= {"gaussian50", "logreg", "stability"}:
+        ap.error(f"--only takes gaussian50, logreg, stability, got {args.only!r}")
     args.out.mkdir(parents=True, exist_ok=True)
     grids = GRIDS_QUICK if args.quick else GRIDS_FULL
     t_start = time.perf_counter()
@@ -230,7 +235,7 @@ def main(argv=None):
     prec = 0.5 * (prec + prec.T)
     gauss = dx_target(lambda x: -0.5 * (x - mu) @ (prec @ (x - mu)), 50, "gaussian50")
     kl = lambda m, s: {"kl": kl_gauss(m, s, mu, sigma)}  # noqa: E731
-    for budget in BUDGETS:
+    for budget in (BUDGETS if "gaussian50" in parts else ()):
         for label, val, ge, secs, h in fits(gauss, budget, grids, kl):
             rows.append({"problem": "gaussian50", "method": label, "budget": budget, "grad_evals": int(ge),
                          "kl": val["kl"], "seconds": secs, "step_size": h})
@@ -239,7 +244,8 @@ def main(argv=None):
 
     # (b) logistic regression vs NUTS
     lr = gallery.logistic_regression("breast_cancer")
-    m_ref, s_ref = nuts_reference(lr, 2000 if args.quick else 10_000, args.out)
+    if "logreg" in parts:
+        m_ref, s_ref = nuts_reference(lr, 2000 if args.quick else 10_000, args.out)
 
     def lr_metric(m, s):
         if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
@@ -252,7 +258,7 @@ def main(argv=None):
         return {"w2": w2, "mean_err": float(np.linalg.norm(m - m_ref)),
                 "cov_err": float(np.linalg.norm(s - s_ref) / np.linalg.norm(s_ref))}
 
-    for budget in BUDGETS:
+    for budget in (BUDGETS if "logreg" in parts else ()):
         for label, val, ge, secs, h in fits(lr, budget, grids, lr_metric):
             rows.append({"problem": "logreg", "method": label, "budget": budget, "grad_evals": int(ge), **val,
                          "seconds": secs, "step_size": h})
@@ -260,19 +266,20 @@ def main(argv=None):
                   f"{val['mean_err']:9.2e} cov err {val['cov_err']:9.2e} {secs:7.2f}s (h/lr {h:g})", flush=True)
 
     # (c) stability
-    stab, beta10 = stability(args.quick)
-    print("\nstability on a 10-d Gaussian (beta = %.1f): KL after a fixed number of steps, h = c / beta" % beta10)
-    methods = ["fb", "bw_gd", "fb_avg", "bw_sgd"]
-    print(f"{'c':>5} " + " ".join(f"{m:>12}" for m in methods))
-    for c in sorted({r["c"] for r in stab}):
-        vals = {r["method"]: r for r in stab if r["c"] == c}
-        print(f"{c:>5} " + " ".join(f"{vals[m]['kl']:12.3e}" + ("*" if vals[m]["diverged"] else " ")
-                                   for m in methods))
-    largest = {}
-    for m in methods:
-        ok = [r["c"] for r in stab if r["method"] == m and np.isfinite(r["kl"]) and r["kl"] <= 1e-3]
-        largest[m] = max(ok) if ok else None
-    print("largest c with KL <= 1e-3:", largest, "(* = a non-finite step occurred)")
+    stab, largest = [], {}
+    if "stability" in parts:
+        stab, beta10 = stability(args.quick)
+        print("\nstability on a 10-d Gaussian (beta = %.1f): KL after a fixed number of steps, h = c / beta" % beta10)
+        methods = ["fb", "bw_gd", "fb_avg", "bw_sgd"]
+        print(f"{'c':>5} " + " ".join(f"{m:>12}" for m in methods))
+        for c in sorted({r["c"] for r in stab}):
+            vals = {r["method"]: r for r in stab if r["c"] == c}
+            print(f"{c:>5} " + " ".join(f"{vals[m]['kl']:12.3e}" + ("*" if vals[m]["diverged"] else " ")
+                                       for m in methods))
+        for m in methods:
+            ok = [r["c"] for r in stab if r["method"] == m and np.isfinite(r["kl"]) and r["kl"] <= 1e-3]
+            largest[m] = max(ok) if ok else None
+        print("largest c with KL <= 1e-3:", largest, "(* = a step diverged)")
 
     print_tables(rows)
     plots(rows, stab, args.out)
@@ -302,6 +309,8 @@ def print_tables(rows):
 
 
 def plots(rows, stab, out: Path):
+    if not rows and not stab:
+        return
     import matplotlib
 
     matplotlib.use("Agg")
