@@ -65,9 +65,10 @@ def to_inference_data(posterior: Mapping[str, np.ndarray], sample_stats: Mapping
     return _from_dict({"posterior": post, "sample_stats": stats}, attrs, dims or None)
 
 
-def add_averages(data, weight, mean: Mapping, m2: Mapping, dims: Mapping | None = None):
+def add_averages(data, weight, mean: Mapping, m2: Mapping, dims: Mapping | None = None, extra: Mapping | None = None):
     """Add the ``averages`` group: per chain, ``{site}`` (weighted mean), ``{site}_var`` (weighted
-    variance ``M/W``) and ``weight`` (``W``), with the posterior's site dimension names."""
+    variance ``M/W``) and ``weight`` (``W``), with the posterior's site dimension names; ``extra``
+    adds ``{name: (dims, array)}`` as they are (SWAG's deviations)."""
     import xarray as xr
 
     weight = np.asarray(weight, np.float64)
@@ -81,6 +82,7 @@ def add_averages(data, weight, mean: Mapping, m2: Mapping, dims: Mapping | None 
         var = np.asarray(m2[name], np.float64) / safe.reshape((-1,) + (1,) * (mu.ndim - 1))
         variables[name] = (("chain",) + site_dims, mu)
         variables[f"{name}_var"] = (("chain",) + site_dims, var)
+    variables.update(extra or {})
     ds = xr.Dataset(variables, coords={"chain": np.arange(weight.shape[0])})
     if ARVIZ_1:  # pragma: no cover
         data["averages"] = ds
@@ -98,7 +100,7 @@ def pooled_averages(data) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     w = np.asarray(group["weight"].values, np.float64)
     out = {}
     for name in group.data_vars:
-        if name == "weight" or name.endswith("_var"):
+        if name == "weight" or name.endswith("_var") or name.startswith("swag_"):
             continue
         mean = np.asarray(group[name].values, np.float64)
         m2 = np.asarray(group[f"{name}_var"].values, np.float64) * w.reshape((-1,) + (1,) * (mean.ndim - 1))

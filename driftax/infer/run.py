@@ -136,8 +136,10 @@ def sample(
         Carry running averages of the constrained sites through the sampling phase, inside the
         compiled loop and over every step (not only the kept draws): ``"polyak"`` (every step
         after warm-up), ``"tail"`` (the last half), ``"swa"`` (every 10th step of the last half),
-        ``"weighted"`` (every step weighted by its step size: SGLD with a decreasing schedule), or
-        a `driftax.samplers.averaging.Schedule`. They come back in the ``averages`` group: per
+        ``"weighted"`` (every step weighted by its step size: SGLD with a decreasing schedule),
+        ``"swag"`` (the SWA schedule plus SWAG's last 20 deviations of the flat position:
+        ``swag_mean``, ``swag_var``, ``swag_deviations``, ``swag_counted``; covariance by
+        `driftax.samplers.averaging.swag_covariance`), or a `driftax.samplers.averaging.Schedule`. They come back in the ``averages`` group: per
         chain, ``{site}`` (the mean), ``{site}_var`` (the weighted variance) and ``weight``; pool
         them over chains with `driftax.infer.diagnostics.pooled_averages`.
     unroll
@@ -293,7 +295,14 @@ def sample(
     idata = diagnostics.to_inference_data(posterior, stats_out, attrs=attrs, dims=target.dims)
     if average is not None:
         moments = to_host(states.moments)
-        diagnostics.add_averages(idata, moments.weight, moments.mean, moments.m2, dims=target.dims)
+        extra = None
+        if states.deviations is not None:  # SWAG: flat-position moments and the last deviations
+            flat, dev, counted = to_host((states.flat, states.deviations, states.counted))
+            extra = {"swag_mean": (("chain", "position"), flat.mean),
+                     "swag_var": (("chain", "position"), flat.m2 / np.maximum(flat.weight, 1e-300)[:, None]),
+                     "swag_deviations": (("chain", "swag_rank", "position"), dev),
+                     "swag_counted": (("chain",), counted)}
+        diagnostics.add_averages(idata, moments.weight, moments.mean, moments.m2, dims=target.dims, extra=extra)
     return idata
 
 

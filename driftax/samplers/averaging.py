@@ -18,6 +18,13 @@ iterate after a burn-in, tail averaging (the last half), and SWA-style averaging
 2018) of every ``every``-th iterate; with ``weighted=True`` each iterate is weighted by the step
 size that produced it (SGLD with a decreasing schedule, Welling & Teh 2011).
 
+SWAG (Maddox et al. 2019, "A simple baseline for Bayesian uncertainty in deep learning") adds,
+with ``rank = K > 0``, the deviations :math:`D = [\theta_i - \bar\theta_i]` of the last
+:math:`K` counted iterates of the flat position from the running mean at the time
+(a ring buffer), and estimates the covariance as
+:math:`\tfrac12\,\mathrm{diag}(\overline{\theta^2} - \bar\theta^2) + \tfrac1{2(K-1)} D D^\top`
+(`swag_covariance`).
+
 `wrap` turns any noise-driven kernel ``step(state, noise, density, step_size, imm)`` into one
 whose state also carries these moments (`AveragedState`), so a loop that knows nothing about
 averages runs it unchanged.
@@ -31,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Moments", "Schedule", "AveragedState", "moments_init", "moments_update", "pool", "wrap",
-           "schedule_from"]
+           "schedule_from", "swag_covariance"]
 
 
 class Moments(NamedTuple):
@@ -87,6 +94,7 @@ class Schedule(NamedTuple):
     every: int = 1
     weighted: bool = False
     stop: int | None = None
+    rank: int = 0  # SWAG: keep the last `rank` deviations of the flat position (0: none)
 
     def weight(self, t, step_size=None):
         on = (t >= self.start) & ((t - self.start) % self.every == 0)
@@ -103,11 +111,13 @@ def schedule_from(average, num_steps: int) -> Schedule:
     ``"swa"``: every 10th step of the last half; ``"weighted"``: every step, weighted by its step
     size. A `Schedule` passes through (validated).
     """
+    # "swag": the SWA schedule plus the last 20 deviations (Maddox et al.'s K = 20)
     named = {
         "polyak": Schedule(0, 1, False, num_steps),
         "tail": Schedule(num_steps // 2, 1, False, num_steps),
         "swa": Schedule(num_steps // 2, 10, False, num_steps),
         "weighted": Schedule(0, 1, True, num_steps),
+        "swag": Schedule(num_steps // 2, 10, False, num_steps, 20),
     }
     if isinstance(average, str):
         if average not in named:
@@ -120,16 +130,23 @@ def schedule_from(average, num_steps: int) -> Schedule:
         if isinstance(every, bool) or not isinstance(every, (int, np.integer)) or every < 1:
             raise ValueError(f"average: Schedule.every must be an integer >= 1, got {every!r}")
         stop = num_steps if average.stop is None else min(int(average.stop), num_steps)
-        return Schedule(int(start), int(every), bool(average.weighted), stop)
+        rank = average.rank
+        if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)) or rank < 0 or rank == 1:
+            raise ValueError(f"average: Schedule.rank must be 0 (no SWAG) or an integer >= 2, got {rank!r}")
+        return Schedule(int(start), int(every), bool(average.weighted), stop, int(rank))
     raise TypeError(f"average must be a name or an averaging.Schedule, got {type(average).__name__}")
 
 
 class AveragedState(NamedTuple):
-    """A kernel's state with the running moments of ``transform(position)`` and a step counter."""
+    """A kernel's state with the running moments of ``transform(position)``, a step counter, and
+    (SWAG) the moments of the flat position with a ring buffer of its last deviations."""
 
     inner: object
     moments: Moments
     step: jax.Array
+    flat: Moments | None = None  # moments of the flat position (SWAG only)
+    deviations: jax.Array | None = None  # (rank, dim): theta_i - running mean, last `rank` counted steps
+    counted: jax.Array | None = None  # counted steps so far (the ring buffer's write position)
 
     # the loop reads these as it reads any kernel state
     @property
@@ -154,20 +171,46 @@ def wrap(init: Callable, step: Callable, transform: Callable, schedule: Schedule
     the moments.
     """
 
+    rank = schedule.rank
+
     def init_(position, density):
         inner = init(position, density)
         zero = moments_init(transform(inner.position))
-        return AveragedState(inner, zero, jnp.zeros((), jnp.int32))
+        if not rank:
+            return AveragedState(inner, zero, jnp.zeros((), jnp.int32))
+        x = inner.position
+        return AveragedState(inner, zero, jnp.zeros((), jnp.int32), moments_init(x),
+                             jnp.zeros((rank,) + x.shape, x.dtype), jnp.zeros((), jnp.int32))
 
     def step_(state: AveragedState, noise, density, step_size, imm):
         inner, info = step(state.inner, noise, density, step_size, imm)
         h = getattr(info, "step_size", None)
         w = schedule.weight(state.step, h)
         moments = moments_update(state.moments, transform(inner.position), w)
-        return AveragedState(inner, moments, state.step + 1), info
+        if not rank:
+            return AveragedState(inner, moments, state.step + 1), info
+        flat = moments_update(state.flat, inner.position, w)
+        counted = w > 0
+        slot = state.counted % rank
+        dev = jnp.where(counted, state.deviations.at[slot].set(inner.position - flat.mean), state.deviations)
+        return AveragedState(inner, moments, state.step + 1, flat, dev,
+                             state.counted + counted.astype(jnp.int32)), info
 
     def reset(state: AveragedState) -> AveragedState:
-        zero = jax.tree.map(jnp.zeros_like, state.moments)
-        return AveragedState(state.inner, zero, jnp.zeros_like(state.step))
+        zeros = lambda t: jax.tree.map(jnp.zeros_like, t)
+        return AveragedState(state.inner, zeros(state.moments), jnp.zeros_like(state.step),
+                             zeros(state.flat), zeros(state.deviations), zeros(state.counted))
 
     return init_, step_, reset
+
+
+def swag_covariance(weight, m2, deviations, counted):
+    """SWAG's covariance of the flat position for one chain (Maddox et al. 2019, eq. 1-3):
+    ``½ diag(M/W) + ½ D Dᵀ / (K - 1)`` with the ``K = min(counted, rank)`` stored deviations ``D``.
+    NumPy in and out."""
+    deviations = np.asarray(deviations, np.float64)
+    k = int(min(int(counted), deviations.shape[0]))
+    if k < 2 or float(weight) <= 0:
+        raise ValueError(f"SWAG needs at least 2 counted iterates, got {k}")
+    d = deviations[:k]
+    return 0.5 * np.diag(np.asarray(m2, np.float64) / float(weight)) + 0.5 * d.T @ d / (k - 1)

@@ -229,3 +229,27 @@ def test_non_finite_gradients_are_flagged_and_kept_out_of_the_averages():
     avg = idata.averages["x"].values
     assert np.all(np.isfinite(avg))
     np.testing.assert_allclose(avg, x.mean(1), atol=1e-5)  # float32 running mean of 500 values
+
+
+def test_swag_buffers_are_the_deviations_of_the_stored_iterates():
+    """SWAG through infer.sample (thinning 1, every 2nd step from step 100 counted, rank 5): the flat
+    moments equal those of the counted stored draws, the ring buffer holds the last 5 counted
+    iterates minus the running mean after each (recomputed from the draws in float64), and
+    swag_covariance is Maddox et al.'s 1/2 diag + 1/2 D D^T/(K-1). Float32 running means: 1e-5."""
+    from driftax.samplers import averaging
+
+    target = dx.models.Target(lambda x: -0.5 * jnp.sum(x**2 * jnp.arange(1.0, 4.0)), 3)
+    idata = dx.infer.sample(target, "ula", num_chains=2, num_samples=300, num_warmup=0, step_size=0.1,
+                            mass_matrix=None, seed=0, progress=False,
+                            average=averaging.Schedule(start=100, every=2, rank=5))
+    x = idata.posterior["x"].values.astype(np.float64)
+    av = idata.averages
+    counted_x = x[:, 100::2]
+    np.testing.assert_allclose(av["swag_mean"].values, counted_x.mean(1), atol=1e-5)
+    np.testing.assert_allclose(av["swag_var"].values, counted_x.var(1), atol=1e-4)
+    assert list(av["swag_counted"].values) == [100, 100]
+    running = np.cumsum(counted_x, 1) / np.arange(1, 101)[None, :, None]
+    last = (counted_x - running)[:, -5:]  # counted steps 95..99 sit in slots 0..4 of the ring
+    np.testing.assert_allclose(av["swag_deviations"].values, last, atol=1e-5)
+    cov = averaging.swag_covariance(100.0, counted_x[0].var(0) * 100, av["swag_deviations"].values[0], 100)
+    np.testing.assert_allclose(cov, 0.5 * np.diag(counted_x[0].var(0)) + 0.5 * last[0].T @ last[0] / 4, atol=1e-5)
