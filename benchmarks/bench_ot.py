@@ -23,7 +23,8 @@ and float32; POT ``ot.sinkhorn`` and ``sinkhorn_stabilized``, OTT-JAX, driftax `
 ``batched`` (64 problems of n = 200 at eps 1e-2 and 1e-3, float64, L1 target 1e-8: driftax ``sns_batch`` and
 ``sinkhorn_batch`` against loops of single solves and OTT-JAX under ``vmap``; seconds per problem).
 
-Problems of the hard table: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000} (``--quick``: 500 only),
+Problems of the hard table: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000}
+(``--quick``: 500 only),
 eps in {1e-2, 2e-3, 5e-4}; (b) random assignment (Tang et al. 2024): C_ij ~ U[0,1], n = 500, eps = 1/1200;
 (c) 28x28 synthetic digit-like images (strokes along random Bezier curves, blurred, with a 1e-4 background so
 every pixel has mass), grid normalised to [0,1]^2, L2^2 and L1 ground costs, eps = 1/1200.
@@ -756,8 +757,8 @@ def main(argv=None):
     ap.add_argument("--solvers", default=",".join(SOLVERS), help="comma-separated solver labels")
     ap.add_argument("--problems", default=None, help="comma-separated problem names to keep")
     ap.add_argument("--tables", default="hard,moderate,batched",
-                    help="comma-separated tables: hard (small epsilon, iterations), moderate (issue 14: point clouds at "
-                    "eps 0.05 / 0.01, float64 and float32), batched (64 problems of n = 200)")
+                    help="comma-separated tables: hard (small epsilon, iterations), moderate (issue 14: point "
+                    "clouds at eps 0.05 / 0.01, float64 and float32), batched (64 problems of n = 200)")
     args = ap.parse_args(argv)
     tables = set(args.tables.split(","))
     for t in tables:

@@ -35,7 +35,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--kind", choices=("auto", "points", "histogram"), default="auto")
     p.add_argument("--tol", type=float, default=1e-8, help="target L1 marginal error")
     p.add_argument("--max-iter", type=int, default=None,
-                   help="maximum iterations: Sinkhorn sweeps, or Newton steps per stage for sns (default: the solver's)")
+                   help="maximum iterations: Sinkhorn sweeps, or Newton steps per stage for sns "
+                   "(default: the solver's)")
     p.add_argument("--warm-start", type=int, default=None,
                    help="Sinkhorn sweeps before Newton (method sns; default: driftax.transport.sns's)")
     p.add_argument("--plan", type=Path, default=None, help="save the transport plan to this .npy file")

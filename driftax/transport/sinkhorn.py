@@ -39,7 +39,6 @@ from driftax.transport.problem import (
     OTResult,
     _finalize,
     _norm,
-    _plan,
     check_init,
     check_int,
     precision_context,
@@ -371,10 +370,11 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
 
     ``cost`` is ``(B, n, m)``, ``a`` ``(B, n)`` and ``b`` ``(B, m)`` (``None``: uniform), ``epsilon`` a scalar or
     ``(B,)``; the rest as in :func:`sinkhorn` (``history_every`` defaults to 100 here: the history is
-    ``B * max_iter / history_every`` floats). Returns an :class:`OTResult` with a leading batch axis. The
-    sweeps' rare branches (absorption, log-domain completion) run only when a problem needs them
-    (:func:`maybe`), but a batch sweeps until its slowest problem has converged: it costs about its largest
-    sweep count times the batch size.
+    ``B * max_iter / history_every`` floats). Returns an :class:`OTResult` with a leading batch axis. The problems
+    are solved a few at a time (:func:`driftax.transport.problem.map_problems`: ``vmap`` over as many as fit in
+    cache, ``lax.map`` over those chunks, ``shard_map`` over devices); inside a chunk the sweeps' rare branches
+    (absorption, log-domain completion) run only when a problem needs them (:func:`maybe`), and the chunk sweeps
+    until its slowest problem has converged.
     """
     from driftax.transport.problem import shard_batch, validate_batch
 
@@ -385,15 +385,20 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
     with ctx:
         a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        a_, b_, c_, eps = shard_batch((a_, b_, c_, eps), shard)
+        (a_, b_, c_, eps), mesh = shard_batch((a_, b_, c_, eps), shard)
         qf = jnp.asarray(1.0 if q is None else q, c_.dtype)
-        return _solve_batch(a_, b_, c_, eps, jnp.zeros_like(a_), jnp.zeros_like(b_), tol_, qf, max_iter=max_iter,
-                            norm=norm, scaling=q is not None, history_every=history_every, warm=False)
+        return _solve_batch(a_, b_, c_, eps, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
+                            history_every=history_every, mesh=mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "warm"))
-def _solve_batch(a, b, cost, eps, f0, g0, tol, q, **kw):
-    return jax.vmap(lambda a, b, c, e, f, g: solve_sinkhorn(a, b, c, e, f, g, tol, q, **kw))(a, b, cost, eps, f0, g0)
+@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "mesh"))
+def _solve_batch(a, b, cost, eps, tol, q, *, mesh, **kw):
+    from driftax.transport.problem import map_problems
+
+    def one(a, b, c, e):
+        return solve_sinkhorn(a, b, c, e, jnp.zeros_like(a), jnp.zeros_like(b), tol, q, warm=False, **kw)
+
+    return map_problems(one, (a, b, cost, eps), mesh)
 
 
 def _check_scaling(epsilon_scaling):

@@ -60,6 +60,7 @@ from driftax.transport.problem import (
     check_init,
     check_int,
     precision_context,
+    map_problems,
     shard_batch,
     validate_batch,
     validate_problem,
@@ -580,12 +581,14 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
     sparsity budget ``k`` (``density=None``) is the largest of the problems' budgets, and the problems whose
     Newton stage stalls are restarted through the epsilon continuation together, as a sub-batch.
 
-    Cost per problem. Every branch that only some problems take (kernel re-absorption, fallback sweeps) runs
-    only when one of them needs it (:func:`driftax.transport.sinkhorn.maybe`; a ``lax.cond`` would run it for all
-    at every step), but the loops of a batch run until its slowest problem is done: a batch costs about its
-    largest Newton-step count (and, per step, its largest CG and line-search counts) times the batch size, against
-    the sum of the counts for single solves, while it saves the per-call overhead of a single solve (budget
-    choice, dispatch), which dominates for small problems.
+    Cost per problem. The problems are solved a few at a time (:func:`driftax.transport.problem.map_problems`:
+    ``vmap`` over as many as fit in cache, ``lax.map`` over those chunks, ``shard_map`` over devices; a ``vmap``
+    over the whole batch streams every kernel from memory at every step and was 10x slower per problem). Inside a
+    chunk every branch that only some problems take (kernel re-absorption, fallback sweeps) runs only when one of
+    them needs it (:func:`driftax.transport.sinkhorn.maybe`; a ``lax.cond`` would run it for all at every step),
+    but the chunk's loops run until its slowest problem is done: a chunk costs about its largest Newton-step count
+    (and, per step, its largest CG and line-search counts) times its size, against the sum of the counts for
+    single solves, while the batch saves the per-call overhead of a single solve (budget choice, dispatch).
     """
     opts, max_iter = resolve_options(options, {}, max_iter, "sns_batch")
     history_every = check_int(history_every, "history_every", 1)
@@ -595,7 +598,7 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
     with ctx:
         a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        a_, b_, c_, eps = shard_batch((a_, b_, c_, eps), shard)
+        (a_, b_, c_, eps), mesh = shard_batch((a_, b_, c_, eps), shard)
         B, n, m = c_.shape
         f0, g0 = jnp.zeros_like(a_), jnp.zeros_like(b_)
         stage_kw = _stage_kwargs(opts, max_iter, norm)
@@ -616,14 +619,14 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
                 k = budget(f, g, cc, e)
                 t = (tol_b if factor is None else stage_tol_)
                 t = t if idx is None else t[idx]
-                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, k=k,
+                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, k=k, mesh=mesh if idx is None else None,
                                    patience=patience if factor is None else 0, **stage_kw)
                 out.append((st, k))
                 f, g = st.f, st.g
             return out
 
         e_start = eps * factors[0] if factors else eps
-        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, warm_start=warm_start)
+        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, warm_start=warm_start, mesh=mesh)
         stages = run_stages(None, fw, gw, factors, opts.patience if auto else 0)
         k_final = stages[-1][1]
         res = _assemble_batch(a_, b_, c_, eps, tol_b, jnp.full((B,), warm_start, jnp.int32),
@@ -635,7 +638,7 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
             idx = np.nonzero(stalled)[0]
             sub = lambda x: x[idx]  # noqa: E731
             fw, gw = _warm_batch(sub(a_), sub(b_), sub(c_), sub(eps) * _AUTO_SCHEDULE[0], sub(f0), sub(g0),
-                                 warm_start=warm_start)
+                                 warm_start=warm_start, mesh=None)
             more = run_stages(idx, fw, gw, _AUTO_SCHEDULE, 0)
             allst = tuple(jax.tree.map(sub, st) for st, _ in stages) + tuple(st for st, _ in more)
             kw = dict(norm=norm, warm_start=warm_start, max_newton=max_iter, history_every=history_every)
@@ -657,16 +660,16 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
         return res
 
 
-@functools.partial(jax.jit, static_argnames=("warm_start",))
-def _warm_batch(a, b, cost, eps, f0, g0, *, warm_start):
-    return jax.vmap(lambda *x: fixed_sweeps(*x, warm_start))(a, b, cost, eps, f0, g0)
+@functools.partial(jax.jit, static_argnames=("warm_start", "mesh"))
+def _warm_batch(a, b, cost, eps, f0, g0, *, warm_start, mesh):
+    return map_problems(lambda *x: fixed_sweeps(*x, warm_start), (a, b, cost, eps, f0, g0), mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "max_newton", "max_cg", "max_backtracks", "fallback_sweeps",
-                                             "norm", "patience"))
-def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, **kw) -> _Stage:
-    return jax.vmap(lambda a, b, c, e, f, g, t: newton_stage(a, b, c, e, f, g, t, cg_tol, refresh, **kw))(
-        a, b, cost, eps, f, g, tol)
+                                             "norm", "patience", "mesh"))
+def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, mesh, **kw) -> _Stage:
+    return map_problems(lambda a, b, c, e, f, g, t: newton_stage(a, b, c, e, f, g, t, cg_tol, refresh, **kw),
+                        (a, b, cost, eps, f, g, tol), mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final", "history_every"))

@@ -218,7 +218,8 @@ def test_sns_continuation_under_vmap_equals_single_solves(x64):
     C = jnp.asarray(((x[:, :, None] - y[:, None]) ** 2).sum(-1))
     a = jnp.full((B, n), 1.0 / n)
     eps = jnp.asarray(np.linspace(5e-3, 1e-2, B))
-    solve = lambda a, b, C, e: tr.sns(a, b, C, e, tol=1e-10, options=tr.SNSOptions(density=0.5, continuation=(4, 2)))  # noqa: E731,E501
+    opts = tr.SNSOptions(density=0.5, continuation=(4, 2))
+    solve = lambda a, b, C, e: tr.sns(a, b, C, e, tol=1e-10, options=opts)  # noqa: E731
     batched = jax.jit(jax.vmap(solve))(a, a, C, eps)
     for i in range(B):
         ref = tr.sinkhorn(a[i], a[i], C[i], eps[i], tol=1e-10, max_iter=100_000)
