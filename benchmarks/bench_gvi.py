@@ -131,23 +131,25 @@ def blackjax_fit(logdensity, d, budget, lr):
 
 
 # --------------------------------------------------------------------------- problems
+# step sizes of the Bures-Wasserstein methods in units of 1/beta (beta: largest Hessian eigenvalue of -log pi)
 GRIDS_FULL = {
-    "fb": [0.002, 0.005, 0.01], "fb_stein": [2e-5, 5e-5, 1e-4], "bw_sgd": [0.001, 0.002, 0.005],
+    "fb": [0.2, 0.5, 1.0], "fb_stein": [0.002, 0.005, 0.01], "bw_sgd": [0.1, 0.2, 0.5],
     "batch_match": [1.0, 10.0, 100.0], "numpyro_mvn": [1e-3, 3e-3, 1e-2, 3e-2], "blackjax_fullrank": [1e-3, 3e-3, 1e-2, 3e-2],
 }
 GRIDS_QUICK = {
-    "fb": [0.01], "fb_stein": [5e-5], "bw_sgd": [0.002], "batch_match": [10.0],
-    "numpyro_mvn": [1e-2], "blackjax_fullrank": [1e-2],
+    "fb": [1.0], "fb_stein": [0.005], "bw_sgd": [0.2], "batch_match": [10.0],
+    "numpyro_mvn": [1e-3, 1e-2], "blackjax_fullrank": [1e-3, 3e-3],
 }
 
 
-def fits(target, budget, grids, metric):
+def fits(target, budget, grids, metric, beta):
     """Best (by ``metric``) of each method's grid at this budget: yields (label, metric dict, grad_evals, secs)."""
     ld, d = target.logdensity_fn, target.dim
     out = []
     for key, grid in grids.items():
         best = {}
-        for h in grid:
+        for c in grid:
+            h = c / beta if key in ("fb", "fb_stein", "bw_sgd") else c
             if key in ("fb", "fb_stein"):
                 q, secs, ge = driftax_fit(target, "stochastic_fb", budget, h, "autodiff" if key == "fb" else "stein")
                 cands = {f"{key}_last": (q.last_mean, q.last_cov), f"{key}_avg": (q.mean, q.cov)}
@@ -236,34 +238,11 @@ def main(argv=None):
     gauss = dx_target(lambda x: -0.5 * (x - mu) @ (prec @ (x - mu)), 50, "gaussian50")
     kl = lambda m, s: {"kl": kl_gauss(m, s, mu, sigma)}  # noqa: E731
     for budget in (BUDGETS if "gaussian50" in parts else ()):
-        for label, val, ge, secs, h in fits(gauss, budget, grids, kl):
+        for label, val, ge, secs, h in fits(gauss, budget, grids, kl, 100.0):
             rows.append({"problem": "gaussian50", "method": label, "budget": budget, "grad_evals": int(ge),
                          "kl": val["kl"], "seconds": secs, "step_size": h})
             print(f"gaussian50 {label:>18} budget {budget:>6} evals {ge:>6} KL {val['kl']:10.3e} "
                   f"{secs:7.2f}s (h/lr {h:g})", flush=True)
-
-    # (b) logistic regression vs NUTS
-    lr = gallery.logistic_regression("breast_cancer")
-    if "logreg" in parts:
-        m_ref, s_ref = nuts_reference(lr, 2000 if args.quick else 10_000, args.out)
-
-    def lr_metric(m, s):
-        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
-            return {"w2": float("inf"), "mean_err": float("inf"), "cov_err": float("inf")}
-        s = 0.5 * (s + s.T)
-        try:
-            w2 = float(bures.w2(m, s, m_ref, s_ref))
-        except ValueError:
-            w2 = float("inf")
-        return {"w2": w2, "mean_err": float(np.linalg.norm(m - m_ref)),
-                "cov_err": float(np.linalg.norm(s - s_ref) / np.linalg.norm(s_ref))}
-
-    for budget in (BUDGETS if "logreg" in parts else ()):
-        for label, val, ge, secs, h in fits(lr, budget, grids, lr_metric):
-            rows.append({"problem": "logreg", "method": label, "budget": budget, "grad_evals": int(ge), **val,
-                         "seconds": secs, "step_size": h})
-            print(f"logreg     {label:>18} budget {budget:>6} evals {ge:>6} W2 {val['w2']:10.3e} mean err "
-                  f"{val['mean_err']:9.2e} cov err {val['cov_err']:9.2e} {secs:7.2f}s (h/lr {h:g})", flush=True)
 
     # (c) stability
     stab, largest = [], {}
@@ -280,6 +259,31 @@ def main(argv=None):
             ok = [r["c"] for r in stab if r["method"] == m and np.isfinite(r["kl"]) and r["kl"] <= 1e-3]
             largest[m] = max(ok) if ok else None
         print("largest c with KL <= 1e-3:", largest, "(* = a step diverged)")
+
+    # (b) logistic regression vs NUTS
+    lr = gallery.logistic_regression("breast_cancer")
+    if "logreg" in parts:
+        m_ref, s_ref = nuts_reference(lr, 2000 if args.quick else 10_000, args.out)
+        beta_lr = float(np.linalg.eigvalsh(-np.asarray(jax.hessian(lr.logdensity_fn)(jnp.asarray(m_ref))))[-1])
+        print(f"logreg: d = {lr.dim}, beta (largest Hessian eigenvalue at the NUTS mean) = {beta_lr:.1f}")
+
+    def lr_metric(m, s):
+        if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
+            return {"w2": float("inf"), "mean_err": float("inf"), "cov_err": float("inf")}
+        s = 0.5 * (s + s.T)
+        try:
+            w2 = float(bures.w2(m, s, m_ref, s_ref))
+        except ValueError:
+            w2 = float("inf")
+        return {"w2": w2, "mean_err": float(np.linalg.norm(m - m_ref)),
+                "cov_err": float(np.linalg.norm(s - s_ref) / np.linalg.norm(s_ref))}
+
+    for budget in (BUDGETS if "logreg" in parts else ()):
+        for label, val, ge, secs, h in fits(lr, budget, grids, lr_metric, beta_lr):
+            rows.append({"problem": "logreg", "method": label, "budget": budget, "grad_evals": int(ge), **val,
+                         "seconds": secs, "step_size": h})
+            print(f"logreg     {label:>18} budget {budget:>6} evals {ge:>6} W2 {val['w2']:10.3e} mean err "
+                  f"{val['mean_err']:9.2e} cov err {val['cov_err']:9.2e} {secs:7.2f}s (h/lr {h:g})", flush=True)
 
     print_tables(rows)
     plots(rows, stab, args.out)
