@@ -1,4 +1,4 @@
-"""Scalar argument checks shared by every public entry point: errors name the argument."""
+"""Argument checks shared by every public entry point (scalars, seeds): errors name the argument."""
 from __future__ import annotations
 
 import math
@@ -41,3 +41,20 @@ def check_real(name: str, value, *, positive: bool = False, nonnegative: bool = 
     if nonnegative and v < 0:
         raise ValueError(f"{name} must be >= 0, got {v}")
     return v
+
+
+def key_from_seed(seed, name: str = "seed"):
+    """A typed ``jax.random`` key from an integer seed in ``[0, 2**32)``, a typed key, or a legacy
+    ``uint32[2]`` key (``jax.random.PRNGKey``): one rule for every engine's ``seed=``."""
+    import jax
+    import jax.numpy as jnp
+
+    if isinstance(seed, (int, np.integer)) and not isinstance(seed, (bool, np.bool_)):
+        if not 0 <= int(seed) < 2**32:
+            raise ValueError(f"{name} must be an integer in [0, 2**32), got {seed}")
+        return jax.random.key(int(seed))
+    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
+        return seed
+    if isinstance(seed, (jax.Array, np.ndarray)) and seed.dtype == np.uint32 and seed.shape == (2,):
+        return jax.random.wrap_key_data(jnp.asarray(seed))
+    raise TypeError(f"{name} must be an integer or a single jax.random key, got {type(seed).__name__}")

@@ -40,7 +40,7 @@ import numpy as np
 import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
-from driftax._checks import check_int, check_real
+from driftax._checks import check_int, check_real, key_from_seed
 from driftax._sharding import batch_mesh
 from driftax.infer import diagnostics
 from driftax.models.base import Target, as_target
@@ -110,7 +110,7 @@ class TrainedBridge:
         terminal states with their importance weights, ``log Ẑ``, the ELBO and the normalised ESS."""
         num_samples = check_int("num_samples", num_samples, minimum=1)
         batch_size = check_int("batch_size", batch_size, minimum=1)
-        key = _key(seed)
+        key = key_from_seed(seed)
         chunk = min(num_samples, batch_size)
         mesh = batch_mesh(chunk, _AXIS, what="batch_size")
         sharding = NamedSharding(mesh, P(_AXIS, None))
@@ -200,16 +200,6 @@ def load_bridge(path, target) -> TrainedBridge:
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
-def _key(seed):
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if not 0 <= int(seed) < 2 ** 32:
-            raise ValueError(f"seed must be an integer in [0, 2**32), got {seed}")
-        return jax.random.key(int(seed))
-    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
-        return seed
-    raise TypeError(f"seed must be an integer or a single jax.random key, got {type(seed).__name__}")
-
-
 def _sharded_noise(key, cfg, batch, mesh):
     noise = dfn.draw_noise(key, cfg, batch)
     row = NamedSharding(mesh, P(_AXIS, None))
@@ -335,7 +325,7 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
     chunk = check_int("chunk_size", chunk_size, minimum=1) if chunk_size is not None else max(1, min(50, num_steps))
-    key = _key(seed)
+    key = key_from_seed(seed)
 
     cfg = dfn.make_config(method, target.dim, num_time_steps=num_time_steps, **method_options)
     dfn.check_gradients(cfg, target.logdensity_fn)

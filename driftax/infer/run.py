@@ -27,7 +27,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
-from driftax._checks import check_int, check_real
+from driftax._checks import check_int, check_real, key_from_seed
 from driftax._sharding import batch_mesh, place, to_host
 from driftax.infer import adaptation, diagnostics, methods
 from driftax.models.base import Target
@@ -44,19 +44,6 @@ def _round_up(n: int, multiple: int) -> int:
 
 
 # --- validation ---------------------------------------------------------------------------------
-def _key_from_seed(seed):
-    """A typed PRNG key from an integer seed, a typed key, or a legacy ``uint32[2]`` key."""
-    if isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-        if not 0 <= int(seed) < 2**32:
-            raise ValueError(f"seed must be an integer in [0, 2**32), got {seed}")
-        return jax.random.key(int(seed))
-    if isinstance(seed, jax.Array) and jnp.issubdtype(seed.dtype, jax.dtypes.prng_key) and seed.shape == ():
-        return seed
-    if isinstance(seed, (jax.Array, np.ndarray)) and seed.dtype == np.uint32 and seed.shape == (2,):
-        return jax.random.wrap_key_data(jnp.asarray(seed))  # jax.random.PRNGKey(...) style
-    raise TypeError(f"seed must be an integer or a single jax.random key, got {type(seed).__name__}")
-
-
 def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
     if init is None:
         x = np.asarray(target.initial_positions(key, num_chains), dtype)
@@ -190,7 +177,7 @@ def sample(
         chunk_size = check_int("chunk_size", chunk_size, 1)
     if not isinstance(adapt_step_size, (bool, np.bool_)):
         raise TypeError(f"adapt_step_size must be True or False, got {adapt_step_size!r}")
-    key = _key_from_seed(seed)
+    key = key_from_seed(seed)
 
     dim = target.dim
     dtype = jnp.result_type(float)  # float64 when the caller has enabled jax_enable_x64
