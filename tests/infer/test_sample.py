@@ -142,7 +142,7 @@ def test_chunk_size_does_not_change_the_draws(num_warmup):
     differently: float32 ulps (1e-7 relative) per step, contracted by this stable Gaussian chain,
     well under 1e-4 over 500 steps unless one accept/reject decision flips (probability ~1e-7 a step)."""
     ref = _mala_draws(num_warmup=num_warmup)
-    for chunk_size in (7, 96, 200, 1000):
+    for chunk_size in (96, 1000):  # each size compiles its own programs: the two that broke the promise
         np.testing.assert_allclose(_mala_draws(num_warmup=num_warmup, chunk_size=chunk_size), ref, atol=1e-4)
 
 
