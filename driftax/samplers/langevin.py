@@ -178,15 +178,34 @@ def noise_size(dim: int) -> int:
     return dim + 1
 
 
-def build_kernel():
-    """Build the MALA transition ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix=None)``."""
+def _key_driven(step_fn, size_fn):
+    """BlackJAX's ``build_kernel()`` for a noise-driven step: the kernel draws the step's normals from its key."""
+    def build_kernel():
+        def kernel(rng_key, state, density, step_size, inverse_mass_matrix=None):
+            x, _ = ravel_pytree(state.position)
+            noise = jax.random.normal(rng_key, (size_fn(x.shape[0]),), x.dtype)
+            return step_fn(state, noise, density, step_size, inverse_mass_matrix)
+        return kernel
+    return build_kernel
 
-    def kernel(rng_key, state: MALAState, logdensity_fn: Callable, step_size, inverse_mass_matrix=None):
-        x, _ = ravel_pytree(state.position)
-        noise = jax.random.normal(rng_key, (noise_size(x.shape[0]),), x.dtype)
-        return step(state, noise, logdensity_fn, step_size, inverse_mass_matrix)
 
-    return kernel
+def _algorithm(init_fn, kernel, density, step_size, inverse_mass_matrix) -> SamplingAlgorithm:
+    """A BlackJAX ``SamplingAlgorithm`` from ``init`` and a key-driven kernel, after the boundary checks."""
+    _check_step_size(step_size)
+    _check_inverse_mass_matrix(inverse_mass_matrix)
+
+    def init_(position, rng_key=None):
+        del rng_key  # BlackJAX's loops may pass one
+        return init_fn(position, density)
+
+    def step_(rng_key, state):
+        return kernel(rng_key, state, density, step_size, inverse_mass_matrix)
+
+    return SamplingAlgorithm(init_, step_)
+
+
+build_kernel = _key_driven(step, noise_size)
+build_kernel.__doc__ = """Build the MALA transition ``kernel(key, state, logdensity_fn, step_size, inverse_mass_matrix=None)``."""
 
 
 def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) -> SamplingAlgorithm:
@@ -203,18 +222,7 @@ def mala(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) ->
     """
     if not callable(logdensity_fn):
         raise TypeError("logdensity_fn must be callable")
-    _check_step_size(step_size)
-    _check_inverse_mass_matrix(inverse_mass_matrix)
-    kernel = build_kernel()
-
-    def init_fn(position, rng_key=None):
-        del rng_key  # BlackJAX's loops may pass one
-        return init(position, logdensity_fn)
-
-    def step_fn(rng_key, state):
-        return kernel(rng_key, state, logdensity_fn, step_size, inverse_mass_matrix)
-
-    return SamplingAlgorithm(init_fn, step_fn)
+    return _algorithm(init, build_kernel(), logdensity_fn, step_size, inverse_mass_matrix)
 
 
 # --------------------------------------------------------------------------------------------
@@ -252,36 +260,12 @@ def ula_noise_size(dim: int) -> int:
     return dim
 
 
-def _key_driven(step_fn, size_fn):
-    def build_kernel():
-        def kernel(rng_key, state, density, step_size, inverse_mass_matrix=None):
-            x, _ = ravel_pytree(state.position)
-            noise = jax.random.normal(rng_key, (size_fn(x.shape[0]),), x.dtype)
-            return step_fn(state, noise, density, step_size, inverse_mass_matrix)
-        return kernel
-    return build_kernel
-
-
 ula_build_kernel = _key_driven(ula_step, ula_noise_size)
 
 
 def ula(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) -> SamplingAlgorithm:
     """ULA as a BlackJAX ``SamplingAlgorithm`` (same arguments as `mala`)."""
     return _algorithm(init, ula_build_kernel(), logdensity_fn, step_size, inverse_mass_matrix)
-
-
-def _algorithm(init_fn, kernel, density, step_size, inverse_mass_matrix) -> SamplingAlgorithm:
-    _check_step_size(step_size)
-    _check_inverse_mass_matrix(inverse_mass_matrix)
-
-    def init_(position, rng_key=None):
-        del rng_key  # BlackJAX's loops may pass one
-        return init_fn(position, density)
-
-    def step_(rng_key, state):
-        return kernel(rng_key, state, density, step_size, inverse_mass_matrix)
-
-    return SamplingAlgorithm(init_, step_)
 
 
 # --------------------------------------------------------------------------------------------
