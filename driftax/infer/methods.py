@@ -43,8 +43,12 @@ class Method:
     default_step_size
         Initial step size before adaptation.
     target_acceptance
-        Acceptance rate the dual-averaging warm-up aims at (``None``: no Metropolis step, the step
-        size is not adapted by acceptance).
+        Acceptance rate the dual-averaging warm-up aims at by default (``None``: the step size is
+        not adapted unless the caller asks for a ``target_acceptance``).
+    reports_acceptance
+        Whether the info's ``acceptance_rate`` is a Metropolis acceptance probability (MALA's, or
+        the one MALA would have had for ULA's move) that a warm-up can aim at. SGLD's minibatch
+        density and spherical Langevin report none: asking them for a target acceptance is an error.
     bind
         ``target -> density``, the object ``init`` and ``step`` evaluate (default: the target's
         ``logdensity_fn``). Raises a clear error for a target the method cannot use.
@@ -53,6 +57,10 @@ class Method:
     start_sampling
         Optional ``state -> state`` applied to every chain when sampling starts (averaged
         kernels zero their moments there).
+    warmup_step
+        Optional step used during warm-up instead of ``step`` (same signature and noise size).
+        ULA warms up with MALA's accept/reject, so the chain cannot run away while the step size
+        and metric are still being found; sampling then drops the correction.
     """
 
     name: str
@@ -62,9 +70,11 @@ class Method:
     build_kernel: Callable
     default_step_size: float = 0.1
     target_acceptance: float | None = None
+    reports_acceptance: bool = True
     bind: Callable = _logdensity
     takes_metric: bool = True
     start_sampling: Callable | None = None
+    warmup_step: Callable | None = None
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -104,14 +114,17 @@ register(Method(
 ))
 
 
-# ULA: no Metropolis step, so no acceptance to aim at; step size is the user's (bias O(h)).
+# ULA: no Metropolis step while sampling (bias O(h)); the warm-up runs MALA on the same noise
+# (dim + 1 normals, the last MALA's uniform) so a step size found by target_acceptance= is one
+# where the chain stays put rather than one chosen after it ran away. Default: the user's step.
 register(Method(
     name="ula",
     init=langevin.init,
     step=langevin.ula_step,
-    noise_size=langevin.ula_noise_size,
+    noise_size=langevin.noise_size,
     build_kernel=langevin.ula_build_kernel,
     default_step_size=0.01,
+    warmup_step=langevin.step,
 ))
 
 
@@ -132,7 +145,7 @@ def sgld(batch_size: int | None = None, *, decay_steps: float = 1.0, decay_power
 
     return Method(name="sgld", init=langevin.sgld_init, step=langevin.sgld_step,
                   noise_size=langevin.sgld_noise_size, build_kernel=langevin.sgld_build_kernel,
-                  default_step_size=1e-3, bind=bind)
+                  default_step_size=1e-3, bind=bind, reports_acceptance=False)
 
 
 register(sgld())
@@ -146,6 +159,7 @@ register(Method(
     build_kernel=langevin.spherical_build_kernel,
     default_step_size=0.01,
     takes_metric=False,
+    reports_acceptance=False,
 ))
 
 
@@ -154,4 +168,10 @@ def with_average(method: Method, transform: Callable, schedule) -> Method:
     """``method`` whose state also carries running averages of ``transform(position)``
     (`driftax.samplers.averaging.wrap`); the moments restart when sampling starts."""
     init, step, reset = averaging.wrap(method.init, method.step, transform, schedule)
-    return dataclasses.replace(method, init=init, step=step, start_sampling=reset)
+    inner_warmup = method.warmup_step or method.step
+
+    def warmup_step(state, noise, density, step_size, imm):  # warm-up iterates are never averaged
+        inner, info = inner_warmup(state.inner, noise, density, step_size, imm)
+        return state._replace(inner=inner), info
+
+    return dataclasses.replace(method, init=init, step=step, start_sampling=reset, warmup_step=warmup_step)

@@ -115,7 +115,9 @@ def sample(
         ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: ``"diag"`` for
         kernels that take a metric, ``None`` for those that do not (``"spherical"``).
     target_acceptance
-        Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA).
+        Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA; none for ULA,
+        whose step size is then the one given, but ULA reports the acceptance MALA would have had,
+        so ``target_acceptance=`` tunes it too). An error for methods without one (SGLD, spherical).
     chunk_size
         Steps (warm-up) or draws (sampling) per compiled call, rounded up to a whole number of
         noise blocks (up to 32 steps); default: about 1/10 of the warm-up and 1/20 of the draws.
@@ -162,6 +164,9 @@ def sample(
     if mass_matrix is not None and not method.takes_metric:
         raise ValueError(f"method {method.name!r} takes no mass matrix; pass mass_matrix=None")
     density = method.bind(target)  # errors for a target the method cannot use (SGLD without data)
+    if target_acceptance is not None and not method.reports_acceptance:
+        raise ValueError(f"target_acceptance does not apply to method {method.name!r}: it has no Metropolis "
+                         "acceptance to tune the step size by; pass step_size= instead")
     if target_acceptance is None:
         target_acceptance = method.target_acceptance
     if target_acceptance is None:
@@ -326,6 +331,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     dim = target.dim
     chain_spec, rep = P(_AXIS), P()
     logdensity_fn, step, n_noise = method.bind(target), method.step, method.noise_size(dim)
+    warmup_step = method.warmup_step or step
     reports_step_size = _reports_step_size(method, logdensity_fn, dim, dtype)
     ad_init, ad_update, ad_final = adaptation.window_adaptation(
         target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS, dtype=dtype)
@@ -348,7 +354,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
         def one(carry, x):
             chain_states, ad, m = carry
             z, stg, end = x
-            new, info = jax.vmap(lambda s, e: step(s, e, logdensity_fn, ad.step_size, m))(chain_states, z)
+            new, info = jax.vmap(lambda s, e: warmup_step(s, e, logdensity_fn, ad.step_size, m))(chain_states, z)
             active = stg != adaptation.OFF
             new = jax.tree.map(lambda a, b: jnp.where(active, a, b), new, chain_states)
             ad = ad_update(ad, stg, end, new.position, info.acceptance_rate)

@@ -245,15 +245,26 @@ def ula_step(state: MALAState, noise: Array, logdensity_fn: Callable, step_size,
              inverse_mass_matrix=None) -> tuple[MALAState, MALAInfo]:
     """One unadjusted Langevin step ``x' = x + h A ∇log p(x) + √(2h) A^{1/2} ξ`` driven by ``dim`` normals.
 
-    The info's ``acceptance_rate`` is 1 (0 where the step diverged and was not taken).
+    The move is always taken (unless not finite: then the chain stays and the step is flagged
+    ``diverging``). The info's ``acceptance_rate`` is the probability ``min(1, α)`` with which MALA
+    would have accepted the same move (module docstring): it costs two dot products, measures the
+    local discretisation error. (``infer.sample(..., "ula", target_acceptance=...)`` tunes ULA's
+    step size in a warm-up that runs MALA on the same noise: tuned on ULA's own moves, a chain that
+    runs away during the search never comes back.)
     """
     x, unravel = ravel_pytree(state.position)
     g, _ = ravel_pytree(state.logdensity_grad)
     sqrt_a, apply_a = _sqrt_and_apply(inverse_mass_matrix)
     h = jnp.asarray(step_size, x.dtype)
-    x_new = x + h * apply_a(g) + jnp.sqrt(2 * h) * sqrt_a(noise[: x.shape[0]].astype(x.dtype))
+    eta = sqrt_a(noise[: x.shape[0]].astype(x.dtype))
+    x_new = x + h * apply_a(g) + jnp.sqrt(2 * h) * eta
     logp_new, g_new_tree = jax.value_and_grad(logdensity_fn)(unravel(x_new))
-    return _finite_move(state, x_new, logp_new, ravel_pytree(g_new_tree)[0], unravel)
+    g_new = ravel_pytree(g_new_tree)[0]
+    new_state, info = _finite_move(state, x_new, logp_new, g_new, unravel)
+    s = g + g_new
+    log_alpha = logp_new - state.logdensity - 0.25 * h * jnp.dot(s, apply_a(s)) - jnp.sqrt(0.5 * h) * jnp.dot(s, eta)
+    would_accept = jnp.where(info.is_accepted & jnp.isfinite(log_alpha), jnp.exp(jnp.minimum(log_alpha, 0.0)), 0.0)
+    return new_state, info._replace(acceptance_rate=would_accept.astype(x.dtype))
 
 
 def ula_noise_size(dim: int) -> int:
