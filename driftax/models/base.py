@@ -41,11 +41,16 @@ class DataLikelihood:
         An array or pytree of arrays sharing a leading axis of length ``N``.
     logprior_fn
         ``x -> log p_0(x)`` (all terms that do not depend on the data).
+    batch_logdensity
+        Optional ``(x, indices) -> log p_0(x) + (N/B) Σ_{i ∈ indices} ℓ(x; d_i)``, ``B`` the
+        number of indices, where the model evaluates a minibatch in one pass (a NumPyro model
+        whose data plate subsamples); default: from ``loglik_fn``.
     """
 
     loglik_fn: Callable
     data: object
     logprior_fn: Callable
+    batch_logdensity: Callable | None = None
 
     def __post_init__(self):
         if not callable(self.loglik_fn) or not callable(self.logprior_fn):
@@ -62,8 +67,19 @@ class DataLikelihood:
         """``N``, the number of data."""
         return int(np.shape(jax.tree.leaves(self.data)[0])[0])
 
+    def minibatch(self, x, indices):
+        """``log p_0(x) + (N/B) Σ_{i ∈ indices} ℓ(x; d_i)``: unbiased for ``log p(x)`` when the
+        indices are a uniform draw without replacement."""
+        if self.batch_logdensity is not None:
+            return self.batch_logdensity(x, indices)
+        batch = jax.tree.map(lambda a: jnp.take(a, indices, axis=0), self.data)
+        ll = jnp.sum(jax.vmap(lambda d: self.loglik_fn(x, d))(batch))
+        return self.logprior_fn(x) + (self.size / indices.shape[0]) * ll
+
     def logdensity(self, x):
         """The full log-density ``log p_0(x) + Σ_i ℓ(x; d_i)``."""
+        if self.batch_logdensity is not None:
+            return self.batch_logdensity(x, jnp.arange(self.size))
         return self.logprior_fn(x) + jnp.sum(jax.vmap(lambda d: self.loglik_fn(x, d))(self.data))
 
 

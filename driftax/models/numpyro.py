@@ -7,6 +7,16 @@ bijection from ``R^k`` onto each site's support (``biject_to(support)``), the fl
 
 the vector ``u`` being the concatenation of every site's unconstrained value (``ravel_pytree``).
 ``constrain(u)`` returns the constrained latent values and every ``numpyro.deterministic`` site.
+
+A model that subsamples its data through a plate, NumPyro's idiom for minibatches,
+
+    with numpyro.plate("N", len(y), subsample_size=100) as idx:
+        numpyro.sample("obs", dist.Bernoulli(logits=X[idx] @ beta), obs=y[idx])
+
+gives a target on all the data (the plate's indices fixed to ``0..N-1``) and a
+`DataLikelihood` for SGLD: a minibatch of indices ``I`` is substituted for the plate's, and
+NumPyro's plate scales the observed sites inside it by ``N/|I|``, the unbiased estimate
+``log p_0(x) + (N/B) Σ_{i∈I} ℓ(x; d_i)`` in one pass of the model.
 """
 from __future__ import annotations
 
@@ -17,9 +27,9 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 from numpyro import handlers
 from numpyro.infer.initialization import init_to_median
-from numpyro.infer.util import constrain_fn, initialize_model
+from numpyro.infer.util import constrain_fn, initialize_model, potential_energy
 
-from driftax.models.base import Target
+from driftax.models.base import DataLikelihood, Target
 
 __all__ = ["from_numpyro"]
 
@@ -41,6 +51,36 @@ def _check_model(model, args, kwargs, init_strategy) -> dict:
             "spaces; sum them out in the model (e.g. a mixture distribution) or observe them"
         )
     return trace
+
+
+def _subsampled_plates(trace) -> dict[str, int]:
+    """``{plate name: full size}`` of the plates that subsample (``subsample_size < size``)."""
+    return {name: int(site["args"][0]) for name, site in trace.items()
+            if site["type"] == "plate" and site["args"][1] is not None and site["args"][1] < site["args"][0]}
+
+
+def _data_likelihood(model, args, kwargs, trace, plate: str, size: int, unravel) -> DataLikelihood | None:
+    """The minibatch form of a model whose data live in the subsampled ``plate`` (module docstring);
+    ``None`` when a latent site lies inside the plate (local latents are not data)."""
+    in_plate = lambda site: any(f.name == plate for f in site.get("cond_indep_stack", ()))
+    if any(site["type"] == "sample" and not site["is_observed"] and in_plate(site) for site in trace.values()):
+        return None
+
+    def batch_logdensity(x, indices):
+        sub = handlers.substitute(model, data={plate: indices})
+        return -potential_energy(sub, args, kwargs, unravel(x))
+
+    full = handlers.substitute(model, data={plate: jnp.arange(size)})
+    prior_model = handlers.block(full, hide_fn=lambda msg: msg["type"] == "sample" and msg.get("is_observed")
+                                 and in_plate(msg))
+
+    def logprior_fn(x):
+        return -potential_energy(prior_model, args, kwargs, unravel(x))
+
+    def loglik_fn(x, i):  # one datum: a batch of one is log p_0 + N ℓ_i
+        return (batch_logdensity(x, jnp.reshape(i, (1,))) - logprior_fn(x)) / size
+
+    return DataLikelihood(loglik_fn, jnp.arange(size), logprior_fn, batch_logdensity)
 
 
 def _plate_dims(trace) -> dict[str, tuple[str, ...]]:
@@ -89,9 +129,16 @@ def from_numpyro(
     -------
     Target
         ``logdensity_fn`` over the flat unconstrained vector, log-Jacobian included;
-        ``constrain`` returns the latent and deterministic sites by name.
+        ``constrain`` returns the latent and deterministic sites by name. A model with one
+        subsampled data plate also gives a ``data_likelihood`` (module docstring), so
+        ``infer.sample(target, "sgld")`` runs on it.
     """
     trace = _check_model(model, args, kwargs, init_strategy)
+    subsampled = _subsampled_plates(trace)
+    user_model = model
+    if subsampled:  # the target is the posterior given all the data
+        model = handlers.substitute(model, data={n: jnp.arange(size) for n, size in subsampled.items()})
+        trace = _check_model(model, args, kwargs, init_strategy)
     info = initialize_model(
         jax.random.key(0), model, model_args=args, model_kwargs=kwargs,
         init_strategy=init_strategy, dynamic_args=False,
@@ -115,6 +162,11 @@ def from_numpyro(
         ).param_info.z
         return ravel_pytree(z)[0]
 
+    data_likelihood = None
+    if len(subsampled) == 1:
+        (plate, size), = subsampled.items()
+        data_likelihood = _data_likelihood(user_model, args, kwargs, trace, plate, size, unravel)
+
     return Target(
         logdensity_fn=logdensity_fn,
         dim=int(flat0.shape[0]),
@@ -122,4 +174,5 @@ def from_numpyro(
         constrain=constrain,
         init_fn=init_fn,
         dims=_plate_dims(trace),
+        data_likelihood=data_likelihood,
     )

@@ -315,14 +315,7 @@ class SGLDInfo(NamedTuple):
 
 def minibatch_logdensity(mb: Minibatch, x, indices):
     """``(log p̂, ∇log p̂)`` at ``x`` from the data at ``indices``: prior + (N/B) Σ_{i∈I} ℓ(x; d_i)."""
-    lik = mb.likelihood
-    n = lik.size
-
-    def estimate(x):
-        batch = jax.tree.map(lambda a: jnp.take(a, indices, axis=0), lik.data)
-        ll = jnp.sum(jax.vmap(lambda d: lik.loglik_fn(x, d))(batch))
-        return lik.logprior_fn(x) + (n / indices.shape[0]) * ll
-    return jax.value_and_grad(estimate)(x)
+    return jax.value_and_grad(mb.likelihood.minibatch)(x, indices)
 
 
 def sgld_init(position, mb: Minibatch) -> SGLDState:
