@@ -43,28 +43,6 @@ def _round_up(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-# --- validation ---------------------------------------------------------------------------------
-def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
-    if init is None:
-        x = np.asarray(target.initial_positions(key, num_chains), dtype)
-        if x.shape != (num_chains, target.dim):
-            raise ValueError(f"target.init_fn must return a vector of shape ({target.dim},); "
-                             f"initial_positions gave {x.shape} for {num_chains} chains")
-    else:
-        x = np.asarray(init, dtype)
-        if x.shape == (target.dim,):
-            x = np.broadcast_to(x, (num_chains, target.dim)).copy()
-        if x.shape != (num_chains, target.dim):
-            raise ValueError(
-                f"init must have shape (num_chains, dim) = ({num_chains}, {target.dim}) or "
-                f"(dim,) = ({target.dim},), got {x.shape}"
-            )
-    if not np.all(np.isfinite(x)):
-        bad = np.unique(np.nonzero(~np.isfinite(x))[0]).tolist()
-        raise ValueError(f"init has non-finite values (chains {bad})")
-    return x
-
-
 # --- the driver ---------------------------------------------------------------------------------
 def sample(
     target: Target,
@@ -144,6 +122,65 @@ def sample(
         dims ``(chain, draw, ...)``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``,
         ``step_size``; attrs: method, warm-up, final step size, devices, sampling time.
     """
+    opts = _validate(target, method, num_chains=num_chains, num_samples=num_samples, num_warmup=num_warmup,
+                     thinning=thinning, seed=seed, step_size=step_size, adapt_step_size=adapt_step_size,
+                     mass_matrix=mass_matrix, target_acceptance=target_acceptance, chunk_size=chunk_size,
+                     unroll=unroll, average=average)
+    key_init, key_rng = jax.random.split(opts.key)
+    positions = _initial_positions(target, init, num_chains, key_init, opts.dtype)
+    mesh = batch_mesh(num_chains, _AXIS)
+    layout = _layout(opts, mesh.devices.size, target.dim)
+    progs = _programs(target, opts.method, mesh, opts.mass_matrix, opts.adapt_step_size and num_warmup > 0,
+                      float(opts.target_acceptance or 0.5), num_warmup > 0, layout.w_chunk, layout.d_chunk,
+                      thinning, opts.unroll, layout.block, layout.draws_per_block, jnp.dtype(opts.dtype))
+    states, rng_state = _start(progs, positions, key_rng, mesh)
+
+    bar = _progress(num_warmup + num_samples * thinning, progress and jax.process_index() == 0)
+    t0 = time.perf_counter()
+    states, rng_state, step, imm, warmup_divergences = _warm_up(progs, states, rng_state, opts, layout, target.dim, bar)
+    states, posterior, stats = _draw(progs, states, rng_state, step, imm, target, opts, layout, bar)
+    bar.close()
+    elapsed = time.perf_counter() - t0
+
+    attrs = {
+        "inference_library": "driftax",
+        "method": opts.method.name,
+        "target": target.name,
+        "num_warmup": num_warmup,
+        "thinning": thinning,
+        "step_size": float(step),
+        "mass_matrix": str(opts.mass_matrix),
+        "num_devices": int(mesh.devices.size),
+        "num_warmup_divergences": int(warmup_divergences),
+        "sampling_time": float(elapsed),
+    }
+    idata = diagnostics.to_inference_data(posterior, stats, attrs=attrs, dims=target.dims)
+    if average is not None:
+        _add_averages(idata, states, target)
+    return idata
+
+
+# --- validation ---------------------------------------------------------------------------------
+class _Options(NamedTuple):
+    """`sample`'s arguments after the boundary checks, with the method's defaults filled in."""
+
+    method: methods.Method
+    num_chains: int
+    num_samples: int
+    num_warmup: int
+    thinning: int
+    step_size: float
+    adapt_step_size: bool
+    mass_matrix: str | None
+    target_acceptance: float | None
+    chunk_size: int | None
+    unroll: int
+    key: jax.Array
+    dtype: object
+
+
+def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, seed, step_size,
+              adapt_step_size, mass_matrix, target_acceptance, chunk_size, unroll, average) -> _Options:
     if not isinstance(target, Target):
         raise TypeError(
             f"target must be a driftax.models.Target, got {type(target).__name__}; wrap a log-density "
@@ -170,7 +207,7 @@ def sample(
     if target_acceptance is None:
         target_acceptance = method.target_acceptance
     if target_acceptance is None:
-        adapt_step_size = False  # no Metropolis step: nothing to aim at
+        adapt_step_size = False  # no acceptance to aim at: the step size is the caller's
     else:
         try:
             target_acceptance = float(target_acceptance)
@@ -183,36 +220,69 @@ def sample(
     if not isinstance(adapt_step_size, (bool, np.bool_)):
         raise TypeError(f"adapt_step_size must be True or False, got {adapt_step_size!r}")
     key = key_from_seed(seed)
-
-    dim = target.dim
     dtype = jnp.result_type(float)  # float64 when the caller has enabled jax_enable_x64
     if average is not None:
         schedule = averaging.schedule_from(average, num_samples * thinning)
-        if schedule.weighted and not _reports_step_size(method, density, dim, dtype):
+        if schedule.weighted and not _reports_step_size(method, density, target.dim, dtype):
             raise ValueError(f"average='weighted' weights iterates by their step size, which method "
                              f"{method.name!r} keeps fixed; use average='polyak'")
         method = methods.with_average(method, target.constrain, schedule)
-    key_init, key_rng = jax.random.split(key)
-    positions = _initial_positions(target, init, num_chains, key_init, dtype)
+    return _Options(method, num_chains, num_samples, num_warmup, thinning, step_size, bool(adapt_step_size),
+                    mass_matrix, target_acceptance, chunk_size, unroll, key, dtype)
 
-    mesh = batch_mesh(num_chains, _AXIS)
-    n_dev = mesh.devices.size
-    # Steps per noise block: up to 32, with at most _NOISE_BYTES of noise per device.
-    chains_local = num_chains // n_dev
-    row_bytes = jnp.dtype(dtype).itemsize * chains_local * method.noise_size(dim)
+
+def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
+    if init is None:
+        x = np.asarray(target.initial_positions(key, num_chains), dtype)
+        if x.shape != (num_chains, target.dim):
+            raise ValueError(f"target.init_fn must return a vector of shape ({target.dim},); "
+                             f"initial_positions gave {x.shape} for {num_chains} chains")
+    else:
+        x = np.asarray(init, dtype)
+        if x.shape == (target.dim,):
+            x = np.broadcast_to(x, (num_chains, target.dim)).copy()
+        if x.shape != (num_chains, target.dim):
+            raise ValueError(
+                f"init must have shape (num_chains, dim) = ({num_chains}, {target.dim}) or "
+                f"(dim,) = ({target.dim},), got {x.shape}"
+            )
+    if not np.all(np.isfinite(x)):
+        bad = np.unique(np.nonzero(~np.isfinite(x))[0]).tolist()
+        raise ValueError(f"init has non-finite values (chains {bad})")
+    return x
+
+
+# --- layout of steps into noise blocks and compiled chunks ----------------------------------------
+class _Layout(NamedTuple):
+    block: int  # steps per noise draw
+    draws_per_block: int
+    w_chunk: int  # warm-up steps per compiled call
+    n_w_chunks: int
+    stage: np.ndarray  # (n_w_chunks * w_chunk // block, block): adaptation stage of every warm-up step
+    window_end: np.ndarray
+    d_chunk: int  # kept draws per compiled call
+    n_d_chunks: int
+
+
+def _layout(opts: _Options, n_dev: int, dim: int) -> _Layout:
+    """Steps per noise block: up to 32, with at most _NOISE_BYTES of noise per device; chunks are
+    whole blocks, about 1/10 of the warm-up and 1/20 of the draws unless ``chunk_size`` is given."""
+    chains_local = opts.num_chains // n_dev
+    row_bytes = jnp.dtype(opts.dtype).itemsize * chains_local * opts.method.noise_size(dim)
     block = int(max(1, min(32, _NOISE_BYTES // row_bytes)))
-    draws_per_block = max(1, block // thinning)
-    w_chunk = _round_up(chunk_size or max(1, min(512, -(-num_warmup // 10))), block)
-    n_w_chunks = -(-num_warmup // w_chunk) if num_warmup else 0
-    stage, window_end = adaptation.schedule(num_warmup, n_w_chunks * w_chunk)
-    stage, window_end = stage.reshape(-1, block), window_end.reshape(-1, block)
-    d_chunk = _round_up(chunk_size or max(1, min(512, -(-num_samples // 20))), draws_per_block)
-    n_d_chunks = -(-num_samples // d_chunk)
-    progs = _programs(target, method, mesh, mass_matrix, bool(adapt_step_size and num_warmup > 0),
-                      float(target_acceptance or 0.5), num_warmup > 0, w_chunk, d_chunk, thinning, unroll,
-                      block, draws_per_block, jnp.dtype(dtype))
+    draws_per_block = max(1, block // opts.thinning)
+    w_chunk = _round_up(opts.chunk_size or max(1, min(512, -(-opts.num_warmup // 10))), block)
+    n_w_chunks = -(-opts.num_warmup // w_chunk) if opts.num_warmup else 0
+    stage, window_end = adaptation.schedule(opts.num_warmup, n_w_chunks * w_chunk)
+    d_chunk = _round_up(opts.chunk_size or max(1, min(512, -(-opts.num_samples // 20))), draws_per_block)
+    return _Layout(block, draws_per_block, w_chunk, n_w_chunks, stage.reshape(-1, block),
+                   window_end.reshape(-1, block), d_chunk, -(-opts.num_samples // d_chunk))
 
-    # Initial states; a start where the density or its gradient is not finite is an input error.
+
+# --- the phases -------------------------------------------------------------------------------------
+def _start(progs: "_Programs", positions: np.ndarray, key_rng, mesh: Mesh):
+    """Initial chain states on the mesh and one generator state per device. A start where the
+    density or its gradient is not finite is an input error."""
     states = progs.init(place(positions, mesh, P(_AXIS)))
     lp0, grad_ok = to_host((states.logdensity, progs.grad_finite(states)))
     bad = np.nonzero(~(np.isfinite(lp0) & grad_ok))[0]
@@ -220,82 +290,70 @@ def sample(
         raise ValueError(
             f"init: the log-density or its gradient is not finite at the start of chains {bad.tolist()} "
             f"(log-density {lp0[bad[:5]].tolist()}); pass finite starting points with init=")
-
     rng_states = np.stack([np.asarray(fast_rng.state_from_key(jax.random.fold_in(key_rng, d)))
-                           for d in range(n_dev)])
-    rng_state = place(rng_states, mesh, P(_AXIS))
-    ad_state = progs.ad_init(step_size, None if mass_matrix is None else (
-        jnp.eye(dim, dtype=dtype) if mass_matrix == "dense" else jnp.ones(dim, dtype)))
-    warmup_fn, sample_fn = progs.warmup, progs.sample
+                           for d in range(mesh.devices.size)])
+    return states, place(rng_states, mesh, P(_AXIS))
 
-    show = progress and jax.process_index() == 0
-    bar = _progress(num_warmup + num_samples * thinning, show)
-    t0 = time.perf_counter()
-    warmup_divergences = 0
-    blocks_per_chunk = w_chunk // block
-    for c in range(n_w_chunks):
-        sl = slice(c * blocks_per_chunk, (c + 1) * blocks_per_chunk)
-        states, rng_state, ad_state, acc, n_div = warmup_fn(
-            states, rng_state, ad_state, jnp.asarray(stage[sl]), jnp.asarray(window_end[sl]))
-        n_div = int(np.asarray(n_div).sum())
-        warmup_divergences += n_div
-        bar.update(min(w_chunk, num_warmup - c * w_chunk))
+
+def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, bar):
+    """Run the warm-up chunks; return the states, the generator, the adapted step size and inverse
+    mass matrix, and the number of divergent warm-up steps."""
+    ad_state = progs.ad_init(opts.step_size, None if opts.mass_matrix is None else (
+        jnp.eye(dim, dtype=opts.dtype) if opts.mass_matrix == "dense" else jnp.ones(dim, opts.dtype)))
+    divergences = 0
+    per_chunk = layout.w_chunk // layout.block
+    for c in range(layout.n_w_chunks):
+        sl = slice(c * per_chunk, (c + 1) * per_chunk)
+        states, rng_state, ad_state, acc, n_div = progs.warmup(
+            states, rng_state, ad_state, jnp.asarray(layout.stage[sl]), jnp.asarray(layout.window_end[sl]))
+        divergences += int(np.asarray(n_div).sum())
+        bar.update(min(layout.w_chunk, opts.num_warmup - c * layout.w_chunk))
         bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
                         accept=f"{float(np.nanmean(np.asarray(acc))):.2f}", refresh=False)
-    final_step_size, imm = progs.ad_final(ad_state)
-    final_step_size = jnp.asarray(final_step_size, dtype)
+    step, imm = progs.ad_final(ad_state)
     if progs.start_sampling is not None:
         states = progs.start_sampling(states)
+    return states, rng_state, jnp.asarray(step, opts.dtype), imm, divergences
 
-    out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((dim,), dtype))
-    posterior = {k: np.empty((num_chains, num_samples) + v.shape, v.dtype) for k, v in out_shapes.items()}
-    stats_out = {"lp": np.empty((num_chains, num_samples), dtype),
-                 "acceptance_rate": np.empty((num_chains, num_samples), np.float32),
-                 "diverging": np.empty((num_chains, num_samples), bool)}
+
+def _draw(progs: "_Programs", states, rng_state, step, imm, target: Target, opts: _Options, layout: _Layout, bar):
+    """Run the sampling chunks, copying each chunk's draws into preallocated host arrays."""
+    n, s = opts.num_chains, opts.num_samples
+    out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((target.dim,), opts.dtype))
+    posterior = {k: np.empty((n, s) + v.shape, v.dtype) for k, v in out_shapes.items()}
+    stats = {"lp": np.empty((n, s), opts.dtype), "acceptance_rate": np.empty((n, s), np.float32),
+             "diverging": np.empty((n, s), bool)}
     if progs.reports_step_size:
-        stats_out["step_size"] = np.empty((num_chains, num_samples), np.float32)
+        stats["step_size"] = np.empty((n, s), np.float32)
     n_divergent = 0
-    for c in range(n_d_chunks):
-        states, rng_state, draws, stats = sample_fn(states, rng_state, final_step_size, imm)
-        draws, stats = to_host((draws, stats))
-        lo, hi = c * d_chunk, min((c + 1) * d_chunk, num_samples)
+    for c in range(layout.n_d_chunks):
+        states, rng_state, draws, chunk_stats = progs.sample(states, rng_state, step, imm)
+        draws, chunk_stats = to_host((draws, chunk_stats))
+        lo, hi = c * layout.d_chunk, min((c + 1) * layout.d_chunk, s)
         for name, arr in draws.items():
             posterior[name][:, lo:hi] = np.moveaxis(arr[: hi - lo], 0, 1)
-        for name, arr in stats.items():
-            stats_out[name][:, lo:hi] = arr[: hi - lo].T
-        n_divergent += int(stats["diverging"][: hi - lo].sum())
-        bar.update((hi - lo) * thinning)
-        bar.set_postfix(phase="sampling", accept=f"{stats_out['acceptance_rate'][:, :hi].mean():.2f}",
+        for name, arr in chunk_stats.items():
+            stats[name][:, lo:hi] = arr[: hi - lo].T
+        n_divergent += int(chunk_stats["diverging"][: hi - lo].sum())
+        bar.update((hi - lo) * opts.thinning)
+        bar.set_postfix(phase="sampling", accept=f"{stats['acceptance_rate'][:, :hi].mean():.2f}",
                         divergent=n_divergent, refresh=False)
-    bar.close()
-    elapsed = time.perf_counter() - t0
+    if "step_size" not in stats:
+        stats["step_size"] = np.full((n, s), float(step), np.float32)
+    return states, posterior, stats
 
-    if "step_size" not in stats_out:
-        stats_out["step_size"] = np.full((num_chains, num_samples), float(final_step_size), np.float32)
-    attrs = {
-        "inference_library": "driftax",
-        "method": method.name,
-        "target": target.name,
-        "num_warmup": num_warmup,
-        "thinning": thinning,
-        "step_size": float(final_step_size),
-        "mass_matrix": str(mass_matrix),
-        "num_devices": int(n_dev),
-        "num_warmup_divergences": int(warmup_divergences),
-        "sampling_time": float(elapsed),
-    }
-    idata = diagnostics.to_inference_data(posterior, stats_out, attrs=attrs, dims=target.dims)
-    if average is not None:
-        moments = to_host(states.moments)
-        extra = None
-        if states.deviations is not None:  # SWAG: flat-position moments and the last deviations
-            flat, dev, counted = to_host((states.flat, states.deviations, states.counted))
-            extra = {"swag_mean": (("chain", "position"), flat.mean),
-                     "swag_var": (("chain", "position"), flat.m2 / np.maximum(flat.weight, 1e-300)[:, None]),
-                     "swag_deviations": (("chain", "swag_rank", "position"), dev),
-                     "swag_counted": (("chain",), counted)}
-        diagnostics.add_averages(idata, moments.weight, moments.mean, moments.m2, dims=target.dims, extra=extra)
-    return idata
+
+def _add_averages(idata, states, target: Target) -> None:
+    """The in-loop averages (and SWAG's buffers) into the ``averages`` group."""
+    moments = to_host(states.moments)
+    extra = None
+    if states.deviations is not None:  # SWAG: flat-position moments and the last deviations
+        flat, dev, counted = to_host((states.flat, states.deviations, states.counted))
+        extra = {"swag_mean": (("chain", "position"), flat.mean),
+                 "swag_var": (("chain", "position"), flat.m2 / np.maximum(flat.weight, 1e-300)[:, None]),
+                 "swag_deviations": (("chain", "swag_rank", "position"), dev),
+                 "swag_counted": (("chain",), counted)}
+    diagnostics.add_averages(idata, moments.weight, moments.mean, moments.m2, dims=target.dims, extra=extra)
 
 
 def _reports_step_size(method: methods.Method, density, dim: int, dtype) -> bool:
