@@ -13,13 +13,18 @@ import functools
 import math
 from typing import Callable
 
-from driftax.samplers import averaging, langevin
+from driftax.samplers import averaging, hmc, langevin
 
 __all__ = ["Method", "register", "get", "available", "sgld", "with_average"]
 
 
 def _logdensity(target):
     return target.logdensity_fn
+
+
+def _one_gradient(info, density):
+    """Gradient evaluations of one step of a Langevin kernel: one ``value_and_grad``."""
+    return 1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +62,12 @@ class Method:
     start_sampling
         Optional ``state -> state`` applied to every chain when sampling starts (averaged
         kernels zero their moments there).
+    stats
+        Extra ``sample_stats`` the info carries under ArviZ's names (``n_steps``, ``tree_depth``,
+        ``energy``), recorded at the last step of each kept draw.
+    grad_evals
+        ``(info, density) -> gradient evaluations`` of one step (1 for Langevin kernels, the
+        leapfrog steps for NUTS, B/N for an SGLD minibatch); the loop totals them in the attrs.
     warmup_step
         Optional step used during warm-up instead of ``step`` (same signature and noise size).
         ULA warms up with MALA's accept/reject, so the chain cannot run away while the step size
@@ -74,6 +85,8 @@ class Method:
     bind: Callable = _logdensity
     takes_metric: bool = True
     start_sampling: Callable | None = None
+    stats: tuple[str, ...] = ()
+    grad_evals: Callable = _one_gradient
     warmup_step: Callable | None = None
 
 
@@ -145,10 +158,25 @@ def sgld(batch_size: int | None = None, *, decay_steps: float = 1.0, decay_power
 
     return Method(name="sgld", init=langevin.sgld_init, step=langevin.sgld_step,
                   noise_size=langevin.sgld_noise_size, build_kernel=langevin.sgld_build_kernel,
-                  default_step_size=1e-3, bind=bind, reports_acceptance=False)
+                  default_step_size=1e-3, bind=bind, reports_acceptance=False,
+                  grad_evals=lambda info, mb: mb.batch_size / mb.likelihood.size)
 
 
 register(sgld())
+
+# NUTS: BlackJAX's kernel; Stan's target acceptance 0.8 and maximum tree depth 10. The dual
+# averaging starts from log(10 h0) (Hoffman & Gelman's mu), so h0 = 0.5 searches around 5 first.
+register(Method(
+    name="nuts",
+    init=hmc.nuts_init,
+    step=hmc.nuts_step,
+    noise_size=hmc.nuts_noise_size,
+    build_kernel=hmc.nuts_build_kernel,
+    default_step_size=0.5,
+    target_acceptance=0.8,
+    stats=("n_steps", "tree_depth", "energy"),
+    grad_evals=lambda info, density: info.n_steps,
+))
 
 # Spherical Langevin on S^{d-1}: the target's log-density is read on the unit sphere.
 register(Method(

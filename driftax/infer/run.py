@@ -120,7 +120,10 @@ def sample(
     arviz.InferenceData
         ``posterior``: every constrained site of the target (deterministic sites included) with
         dims ``(chain, draw, ...)``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``,
-        ``step_size``; attrs: method, warm-up, final step size, devices, sampling time.
+        ``step_size`` (and for NUTS ``n_steps``, ``tree_depth``, ``energy``: ArviZ's names, so
+        ``az.summary`` and ``az.plot_energy`` work); attrs: method, warm-up, final step size,
+        devices, sampling time, and ``num_grad_evals_warmup`` / ``num_grad_evals_sampling``, the
+        gradient evaluations of all chains (an SGLD minibatch counts B/N).
     """
     opts = _validate(target, method, num_chains=num_chains, num_samples=num_samples, num_warmup=num_warmup,
                      thinning=thinning, seed=seed, step_size=step_size, adapt_step_size=adapt_step_size,
@@ -137,8 +140,9 @@ def sample(
 
     bar = _progress(num_warmup + num_samples * thinning, progress and jax.process_index() == 0)
     t0 = time.perf_counter()
-    states, rng_state, step, imm, warmup_divergences = _warm_up(progs, states, rng_state, opts, layout, target.dim, bar)
-    states, posterior, stats = _draw(progs, states, rng_state, step, imm, target, opts, layout, bar)
+    states, rng_state, step, imm, warmup_divergences, warmup_grads = _warm_up(
+        progs, states, rng_state, opts, layout, target.dim, bar)
+    states, posterior, stats, sampling_grads = _draw(progs, states, rng_state, step, imm, target, opts, layout, bar)
     bar.close()
     elapsed = time.perf_counter() - t0
 
@@ -152,6 +156,8 @@ def sample(
         "mass_matrix": str(opts.mass_matrix),
         "num_devices": int(mesh.devices.size),
         "num_warmup_divergences": int(warmup_divergences),
+        "num_grad_evals_warmup": float(warmup_grads),
+        "num_grad_evals_sampling": float(sampling_grads),
         "sampling_time": float(elapsed),
     }
     idata = diagnostics.to_inference_data(posterior, stats, attrs=attrs, dims=target.dims)
@@ -297,50 +303,50 @@ def _start(progs: "_Programs", positions: np.ndarray, key_rng, mesh: Mesh):
 
 def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, bar):
     """Run the warm-up chunks; return the states, the generator, the adapted step size and inverse
-    mass matrix, and the number of divergent warm-up steps."""
+    mass matrix, the number of divergent warm-up steps and the gradient evaluations (all chains)."""
     ad_state = progs.ad_init(opts.step_size, None if opts.mass_matrix is None else (
         jnp.eye(dim, dtype=opts.dtype) if opts.mass_matrix == "dense" else jnp.ones(dim, opts.dtype)))
-    divergences = 0
+    divergences, grad_evals = 0, 0.0
     per_chunk = layout.w_chunk // layout.block
     for c in range(layout.n_w_chunks):
         sl = slice(c * per_chunk, (c + 1) * per_chunk)
-        states, rng_state, ad_state, acc, n_div = progs.warmup(
+        states, rng_state, ad_state, acc, n_div, n_grad = progs.warmup(
             states, rng_state, ad_state, jnp.asarray(layout.stage[sl]), jnp.asarray(layout.window_end[sl]))
         divergences += int(np.asarray(n_div).sum())
+        grad_evals += float(np.asarray(n_grad, np.float64).sum())
         bar.update(min(layout.w_chunk, opts.num_warmup - c * layout.w_chunk))
         bar.set_postfix(phase="warmup", step_size=f"{float(ad_state.step_size):.3g}",
                         accept=f"{float(np.nanmean(np.asarray(acc))):.2f}", refresh=False)
     step, imm = progs.ad_final(ad_state)
     if progs.start_sampling is not None:
         states = progs.start_sampling(states)
-    return states, rng_state, jnp.asarray(step, opts.dtype), imm, divergences
+    return states, rng_state, jnp.asarray(step, opts.dtype), imm, divergences, grad_evals
 
 
 def _draw(progs: "_Programs", states, rng_state, step, imm, target: Target, opts: _Options, layout: _Layout, bar):
-    """Run the sampling chunks, copying each chunk's draws into preallocated host arrays."""
+    """Run the sampling chunks, copying each chunk's draws into preallocated host arrays; return
+    the final states, the draws, the sample stats and the gradient evaluations (all chains)."""
     n, s = opts.num_chains, opts.num_samples
     out_shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((target.dim,), opts.dtype))
     posterior = {k: np.empty((n, s) + v.shape, v.dtype) for k, v in out_shapes.items()}
-    stats = {"lp": np.empty((n, s), opts.dtype), "acceptance_rate": np.empty((n, s), np.float32),
-             "diverging": np.empty((n, s), bool)}
-    if progs.reports_step_size:
-        stats["step_size"] = np.empty((n, s), np.float32)
-    n_divergent = 0
+    stats = {}  # allocated from the first chunk's names and dtypes
+    n_divergent, grad_evals = 0, 0.0
     for c in range(layout.n_d_chunks):
         states, rng_state, draws, chunk_stats = progs.sample(states, rng_state, step, imm)
         draws, chunk_stats = to_host((draws, chunk_stats))
         lo, hi = c * layout.d_chunk, min((c + 1) * layout.d_chunk, s)
         for name, arr in draws.items():
             posterior[name][:, lo:hi] = np.moveaxis(arr[: hi - lo], 0, 1)
+        grad_evals += float(chunk_stats.pop("_grad_evals")[: hi - lo].astype(np.float64).sum())
         for name, arr in chunk_stats.items():
-            stats[name][:, lo:hi] = arr[: hi - lo].T
+            stats.setdefault(name, np.empty((n, s), arr.dtype))[:, lo:hi] = arr[: hi - lo].T
         n_divergent += int(chunk_stats["diverging"][: hi - lo].sum())
         bar.update((hi - lo) * opts.thinning)
         bar.set_postfix(phase="sampling", accept=f"{stats['acceptance_rate'][:, :hi].mean():.2f}",
                         divergent=n_divergent, refresh=False)
     if "step_size" not in stats:
         stats["step_size"] = np.full((n, s), float(step), np.float32)
-    return states, posterior, stats
+    return states, posterior, stats, grad_evals
 
 
 def _add_averages(idata, states, target: Target) -> None:
@@ -390,6 +396,11 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     chain_spec, rep = P(_AXIS), P()
     logdensity_fn, step, n_noise = method.bind(target), method.step, method.noise_size(dim)
     warmup_step = method.warmup_step or step
+
+    def grads(info):
+        """Gradient evaluations of one step, per chain (float32: SGLD's are fractions)."""
+        g = method.grad_evals(info, logdensity_fn)
+        return jnp.broadcast_to(jnp.asarray(g, jnp.float32), info.diverging.shape)
     reports_step_size = _reports_step_size(method, logdensity_fn, dim, dtype)
     ad_init, ad_update, ad_final = adaptation.window_adaptation(
         target_acceptance, dim, mass_matrix if warmup else None, adapt_step_size, axis_name=_AXIS, dtype=dtype)
@@ -420,8 +431,9 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             m = lax.cond(end, lambda: metric(ad.inverse_mass_matrix), lambda: m) if mass_matrix == "dense" \
                 else ad.inverse_mass_matrix
             n_div = lax.psum(jnp.sum(info.diverging & active, dtype=jnp.int32), _AXIS)
+            n_grad = lax.psum(jnp.where(active, jnp.sum(grads(info)), 0.0), _AXIS)
             acc = lax.pmean(jnp.mean(info.acceptance_rate).astype(dtype), _AXIS)
-            return (new, ad, m), (jnp.where(active, acc, jnp.nan), n_div)
+            return (new, ad, m), (jnp.where(active, acc, jnp.nan), n_div, n_grad)
 
         def run_block(carry, x):
             chain_states, rs, ad = carry
@@ -434,11 +446,12 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             # A block wholly past the warm-up (padding of the last chunk) is skipped without drawing
             # its noise, so the stream the sampling phase starts from depends on num_warmup only,
             # never on chunk_size. (The predicate is replicated: every device takes the same branch.)
-            idle = (carry, (jnp.full((block,), jnp.nan, dtype), jnp.zeros((block,), jnp.int32)))
+            idle = (carry, (jnp.full((block,), jnp.nan, dtype), jnp.zeros((block,), jnp.int32),
+                            jnp.zeros((block,), jnp.float32)))
             return lax.cond(jnp.any(x[0] != adaptation.OFF), run_block, lambda c, _: idle, carry, x)
 
-        (chain_states, rs, ad), (acc, n_div) = lax.scan(block_fn, (chain_states, rs, ad), (stages, ends))
-        return chain_states, rs, ad, acc, n_div
+        (chain_states, rs, ad), (acc, n_div, n_grad) = lax.scan(block_fn, (chain_states, rs, ad), (stages, ends))
+        return chain_states, rs, ad, acc, n_div, n_grad
 
     # Steps per noise call while sampling: a block of draws_per_block draws when thinning <= block,
     # otherwise sub-blocks of the largest divisor of thinning not above block (memory stays bounded).
@@ -456,6 +469,9 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             }
             if reports_step_size:  # a decreasing schedule: the step size of the last step of the draw
                 stats["step_size"] = info.step_size[-1].astype(jnp.float32)
+            for name in method.stats:  # NUTS's n_steps, tree_depth, energy: the draw's own transition
+                stats[name] = getattr(info, name)[-1]
+            stats["_grad_evals"] = jax.vmap(grads, in_axes=0)(info).sum(0)  # over the thinning steps
             return jax.vmap(target.constrain)(chain_states.position), stats
 
         def draw(chain_states, noise):
@@ -490,7 +506,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
         grad_finite=jax.jit(jax.vmap(lambda s: jnp.all(jnp.isfinite(s.logdensity_grad)))),
         ad_init=ad_init,
         ad_final=jax.jit(ad_final),
-        warmup=shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec,) * 2 + (rep,) * 3),
+        warmup=shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec,) * 2 + (rep,) * 4),
         sample=shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec)),
         start_sampling=None if method.start_sampling is None else shard(
             jax.vmap(method.start_sampling), (chain_spec,), chain_spec),

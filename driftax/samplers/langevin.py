@@ -86,6 +86,8 @@ from jax import lax
 from jax.flatten_util import ravel_pytree
 from jax.scipy.special import log_ndtr
 
+from driftax.samplers.rng import key_from_normals
+
 Array = jax.Array
 
 __all__ = ["MALAState", "MALAInfo", "init", "step", "noise_size", "build_kernel", "mala",
@@ -327,12 +329,6 @@ def sgld_init(position, mb: Minibatch) -> SGLDState:
                      jnp.zeros((), jnp.int32))
 
 
-def _key_from_noise(z):
-    """A PRNG key from two standard normals of the loop's stream (their float32 bit patterns)."""
-    bits = lax.bitcast_convert_type(z.astype(jnp.float32), jnp.uint32)
-    return jax.random.wrap_key_data(bits)
-
-
 def sgld_step(state: SGLDState, noise: Array, mb: Minibatch, step_size,
               inverse_mass_matrix=None) -> tuple[SGLDState, SGLDInfo]:
     """One SGLD step ``x' = x + h_t A ĝ(x) + √(2h_t) A^{1/2} ξ`` with ``ĝ`` the stored minibatch
@@ -347,7 +343,7 @@ def sgld_step(state: SGLDState, noise: Array, mb: Minibatch, step_size,
     x_new = x + h * apply_a(g) + jnp.sqrt(2 * h) * sqrt_a(noise[:dim].astype(x.dtype))
 
     fresh = state.cursor + b > n  # too few unused items left: a new epoch
-    perm = lax.cond(fresh, lambda: jax.random.permutation(_key_from_noise(noise[dim:dim + 2]), n).astype(jnp.int32),
+    perm = lax.cond(fresh, lambda: jax.random.permutation(key_from_normals(noise[dim:dim + 2]), n).astype(jnp.int32),
                     lambda: state.permutation)
     cursor = jnp.where(fresh, 0, state.cursor)
     indices = lax.dynamic_slice(perm, (cursor,), (b,))

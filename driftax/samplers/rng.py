@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-__all__ = ["state_from_key", "normal"]
+__all__ = ["state_from_key", "normal", "key_from_normals"]
 
 _ALGORITHM = lax.RandomAlgorithm.RNG_THREE_FRY
 
@@ -41,3 +41,14 @@ def normal(state: jax.Array, shape, dtype=jnp.float32) -> tuple[jax.Array, jax.A
     u = jnp.maximum(u, jnp.nextafter(jnp.float32(-1.0), jnp.float32(0.0)))
     z = jnp.sqrt(jnp.float32(2.0)) * lax.erf_inv(u)
     return state, z.astype(dtype)
+
+
+def key_from_normals(z: jax.Array) -> jax.Array:
+    """A ``jax.random`` key from two standard normals of the stream (their float32 bit patterns).
+
+    Kernels whose randomness is a key (SGLD's permutations, BlackJAX's NUTS) take their share of
+    the loop's block noise this way: Threefry hashes the key, so two normals (about 2^50 distinct
+    bit patterns) seed an independent stream per step.
+    """
+    bits = lax.bitcast_convert_type(z.astype(jnp.float32), jnp.uint32)
+    return jax.random.wrap_key_data(bits)
