@@ -30,6 +30,7 @@ draws on failure is exact).
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import jax
@@ -121,19 +122,25 @@ def filter_step(key, model, theta, t, x, log_weights, y, *, scheme="systematic",
     """Resample (adaptively) and propagate from ``t-1`` to ``t``; ``reference`` freezes slot 0 (CSMC)."""
     n = x.shape[0]
     k_res, k_mov = jax.random.split(key)
-    if reference is None:
-        do = ess(log_weights) < ess_threshold * n if ess_threshold < 1.0 else jnp.array(True)
+    if reference is None and ess_threshold < 1.0:
+        do = ess(log_weights) < ess_threshold * n
         anc = lax.cond(do, lambda: resample(k_res, log_weights, n, scheme), lambda: jnp.arange(n))
         carried = jnp.where(do, jnp.zeros_like(log_weights), log_weights)
-    else:  # conditional: multinomial every step, slot 0 descends from slot 0
+        log_norm = jnp.where(do, jnp.log(n).astype(log_weights.dtype), logsumexp(log_weights))
+    else:  # resample every step; conditional: multinomial, slot 0 descends from slot 0
         do = jnp.array(True)
-        anc = resample(k_res, log_weights, n, "multinomial").at[0].set(0)
-        carried = jnp.zeros_like(log_weights)
+        if reference is None:
+            anc = resample(k_res, log_weights, n, scheme)
+        else:
+            anc = resample(k_res, log_weights, n, "multinomial").at[0].set(0)
+        # carried weights all 1: written as constants rather than logsumexp(zeros), which XLA would
+        # constant-fold element by element at compile time (seconds for large replicate batches)
+        carried, log_norm = 0.0, math.log(n)
     x_new = model.transition_sample(k_mov, theta, t, x[anc])
     if reference is not None:
         x_new = x_new.at[0].set(reference)
     lw = carried + log_g_batch(model, theta, t, x_new, y)
-    inc = logsumexp(lw) - logsumexp(carried)
+    inc = logsumexp(lw) - log_norm
     return StepOut(x_new, lw, anc, inc, do)
 
 
