@@ -27,10 +27,12 @@ def test_sample_writes_netcdf_and_compares_to_exact_draws(tmp_path, capsys):
 
     out = tmp_path / "run.nc"
     code = main(["sample", "--target", "correlated_gaussian", "--chains", "4", "--draws", "500",
-                 "--warmup", "300", "--out", str(out), "--no-progress"])
+                 "--warmup", "300", "--out", str(out), "--no-progress", "--plots", str(tmp_path / "plots")])
     assert code == 0
     printed = capsys.readouterr().out
     assert "r_hat" in printed and "mean err (sd)" in printed
+    assert "gradient evaluations" in printed and ("ok:" in printed or "check:" in printed)
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"trace.png", "rank.png", "energy.png"}  # nuts
     idata = az.from_netcdf(str(out))
     target = gallery.get("correlated_gaussian")
     x = idata.posterior["x"].values.astype(np.float64)

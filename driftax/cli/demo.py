@@ -1,9 +1,9 @@
 """``driftax demo``: the main job on built-in defaults.
 
-Samples eight schools (a NumPyro model) and two gallery targets with MALA, prints ArviZ's summary
-and the error against ground truth (posteriordb's reference draws where the shared folder is
-present, exact draws for the gallery), writes a trace plot and the netCDF file, then runs each
-engine's own part (transport: SNS against Sinkhorn).
+Samples eight schools (a NumPyro model) with NUTS, prints ArviZ's summary, the verdict and the
+error against posteriordb's reference draws (where the shared folder is present), writes a trace
+plot and the netCDF file; puts NUTS beside MALA on arK, and MALA and averaged ULA beside NumPyro's
+NUTS on a logistic regression; then runs each engine's own part (transport: SNS against Sinkhorn).
 """
 from __future__ import annotations
 
@@ -42,16 +42,16 @@ def _sampling(out: Path, seed: int, progress: bool) -> None:
     from driftax.cli.sample import reference_for
     from driftax.models import gallery, posteriordb
 
-    _section("eight schools (non-centred NumPyro model), MALA, 8 chains x 5000 draws")
+    _section("eight schools (non-centred NumPyro model), NUTS (the default), 4 chains x 2000 draws")
     target = dx.models.from_numpyro(posteriordb.eight_schools_noncentered, 8,
                                     np.array(EIGHT_SCHOOLS_Y), np.array(EIGHT_SCHOOLS_SIGMA),
                                     name="eight_schools")
-    idata = dx.infer.sample(target, num_chains=8, num_samples=5000, num_warmup=2000, seed=seed,
-                            progress=progress)
+    idata = dx.infer.sample(target, num_chains=4, num_samples=2000, num_warmup=1000, seed=seed, progress=progress)
     print(az.summary(idata, var_names=["mu", "tau", "theta"]).to_string())
     print(f"step size {idata.attrs['step_size']:.3f}, acceptance "
           f"{float(idata.sample_stats.acceptance_rate.mean()):.3f}, divergences "
           f"{int(idata.sample_stats.diverging.sum())}, {idata.attrs['sampling_time']:.1f} s")
+    print(dx.infer.diagnostics.verdict(idata))
     ref = reference_for("eight_schools", target)
     if ref is not None:
         print("\nagainst posteriordb's Stan reference draws (units of reference sd):")
@@ -65,27 +65,45 @@ def _sampling(out: Path, seed: int, progress: bool) -> None:
     plt.close("all")
     print(f"\nwrote {out / 'eight_schools.nc'} and {out / 'eight_schools_trace.png'}")
 
-    target = gallery.get("correlated_gaussian", dim=10)
-    _section(f"gallery: {target.name} (dim {target.dim}), MALA, 4 chains x 2000 draws")
-    idata = dx.infer.sample(target, num_chains=4, num_samples=2000, num_warmup=1000, seed=seed,
-                            progress=progress)
-    print(az.summary(idata).to_string())
-    print("\nagainst exact draws (units of sd):")
-    print(dx.infer.diagnostics.format_comparison(
-        dx.infer.compare_to_reference(idata, reference_for("correlated_gaussian", target, seed))))
+    try:
+        target, ref = posteriordb.load("arK")
+    except FileNotFoundError:
+        target = None
+    if target is not None:
+        _section("arK (posteriordb, AR(5)): NUTS beside MALA, 4 chains x 1000 warm-up + 1000 draws each")
+        print(f"{'method':<6}{'worst |mean err|':>18}{'R-hat':>8}{'min ESS':>9}{'gradients':>11}{'ESS/grad':>10}{'s':>6}")
+        for method in ("mala", "nuts"):
+            t0 = time.perf_counter()
+            idata = dx.infer.sample(target, method, num_chains=4, num_samples=1000, num_warmup=1000, seed=seed,
+                                    progress=False)
+            cmp = dx.infer.compare_to_reference(idata, ref)
+            worst = max(float(np.abs(v["mean_error"]).max()) for v in cmp.values())
+            diag = az.summary(idata, kind="diagnostics")
+            grads = idata.attrs["num_grad_evals_warmup"] + idata.attrs["num_grad_evals_sampling"]
+            print(f"{method:<6}{worst:>18.3f}{diag.r_hat.max():>8.2f}{diag.ess_bulk.min():>9.0f}{grads:>11,.0f}"
+                  f"{diag.ess_bulk.min() / grads:>10.4f}{time.perf_counter() - t0:>6.1f}")
+            print(f"      {dx.infer.diagnostics.verdict(idata)}")
 
     target = gallery.get("logistic_regression")
-    _section(f"gallery: {target.name} (dim {target.dim}), MALA 8 x 2000 against NumPyro NUTS 2 x 2000")
+    _section(f"gallery: {target.name} (dim {target.dim}): MALA, and ULA's in-loop Polyak average, "
+             "against NumPyro NUTS")
     # collinear features (radius, perimeter, area): a dense metric, pooled over chains, is what mixes
-    idata = dx.infer.sample(target, num_chains=8, num_samples=2000, num_warmup=1500, seed=seed,
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=2000, num_warmup=1500, seed=seed,
                             mass_matrix="dense", progress=progress)
+    averaged = dx.infer.sample(target, "ula", num_chains=8, num_samples=2000, num_warmup=1500, seed=seed,
+                               mass_matrix="dense", target_acceptance=0.8, average="polyak", progress=progress)
     t0 = time.perf_counter()
     ref = _nuts_reference(target, seed)
-    print(f"MALA {idata.attrs['sampling_time']:.1f} s; NUTS {time.perf_counter() - t0:.1f} s")
+    print(f"MALA {idata.attrs['sampling_time']:.1f} s; ULA {averaged.attrs['sampling_time']:.1f} s; "
+          f"NumPyro NUTS {time.perf_counter() - t0:.1f} s")
     print(az.summary(idata, var_names=["intercept", "beta"], coords={"beta_dim_0": [0, 1, 2]}).to_string())
     cmp = dx.infer.compare_to_reference(idata, ref)
     worst = {k: float(np.abs(v["mean_error"]).max()) for k, v in cmp.items()}
-    print("worst |mean error| against NUTS (units of NUTS sd): "
+    print("MALA's chain mean, worst |mean error| against NUTS (units of NUTS sd): "
+          + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
+    pooled = dx.infer.diagnostics.pooled_averages(averaged)
+    worst = {k: float(np.max(np.abs(pooled[k][0] - ref[k].mean((0, 1))) / ref[k].std((0, 1)))) for k in ref}
+    print("ULA's in-loop average (no draws stored), worst |mean error|: "
           + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
 
 

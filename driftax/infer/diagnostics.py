@@ -17,7 +17,7 @@ with warnings.catch_warnings():  # ArviZ 0.23 announces its 1.0 refactor on impo
     warnings.simplefilter("ignore", FutureWarning)
     import arviz as az
 
-__all__ = ["to_inference_data", "summary", "ess", "rhat", "compare_to_reference", "posterior_dict",
+__all__ = ["to_inference_data", "verdict", "summary", "ess", "rhat", "compare_to_reference", "posterior_dict",
            "add_averages", "pooled_averages", "ARVIZ_1"]
 
 ARVIZ_1 = int(az.__version__.split(".")[0]) >= 1
@@ -169,3 +169,32 @@ def format_comparison(comparison: dict) -> str:
             label = name if m.size == 1 else f"{name}[{i}]"
             lines.append(f"{label:<22}{mi:>15.3f}{si:>14.3f}")
     return "\n".join(lines)
+
+
+def verdict(data, *, rhat_max: float = 1.01, ess_min: float = 400.0) -> str:
+    """One line a person reads: ``"ok: ..."`` or what is wrong, in words, with what to try.
+
+    The thresholds are Vehtari et al.'s (2021, "Rank-normalization, folding, and localization: an
+    improved R-hat"): rank-normalised split R-hat at most 1.01 and bulk ESS at least 400 (100 per
+    chain for 4 chains) before trusting means and intervals; any divergence of a Hamiltonian or
+    Metropolis-adjusted kernel means part of the posterior was not explored.
+    """
+    s = az.summary(data, kind="diagnostics")
+    problems = []
+    worst_rhat = float(s["r_hat"].max())
+    if not np.isfinite(worst_rhat) or worst_rhat > rhat_max:
+        name = s["r_hat"].idxmax() if np.isfinite(worst_rhat) else "some sites"
+        problems.append(f"chains disagree (R-hat {worst_rhat:.3f} > {rhat_max} at {name}): run longer warm-up "
+                        "and more draws, or start from init='pathfinder'")
+    low_ess = float(s["ess_bulk"].min())
+    if not np.isfinite(low_ess) or low_ess < ess_min:
+        problems.append(f"too few effective draws (bulk ESS {low_ess:.0f} < {ess_min:.0f} at "
+                        f"{s['ess_bulk'].idxmin()}): draw more, or use method='nuts' or a dense mass matrix")
+    stats = getattr(data, "sample_stats", None)
+    n_div = int(stats["diverging"].sum()) if stats is not None and "diverging" in stats else 0
+    if n_div:
+        problems.append(f"{n_div} divergent transition{'s' if n_div > 1 else ''}: the sampler missed a region of high curvature; raise "
+                        "target_acceptance (e.g. 0.95) or reparameterise (non-centred hierarchies)")
+    if not problems:
+        return f"ok: R-hat <= {worst_rhat:.3f}, bulk ESS >= {low_ess:.0f}, no divergences"
+    return "check: " + "; ".join(problems)

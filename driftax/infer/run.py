@@ -29,7 +29,7 @@ from jax.sharding import Mesh, PartitionSpec as P
 
 from driftax._checks import check_int, check_real, key_from_seed
 from driftax._sharding import batch_mesh, place, to_host
-from driftax.infer import adaptation, diagnostics, methods
+from driftax.infer import adaptation, diagnostics, initialise, methods
 from driftax.models.base import Target
 from driftax.samplers import averaging, rng as fast_rng
 
@@ -46,7 +46,7 @@ def _round_up(n: int, multiple: int) -> int:
 # --- the driver ---------------------------------------------------------------------------------
 def sample(
     target: Target,
-    method="mala",
+    method="nuts",
     *,
     num_chains: int = 4,
     num_samples: int = 1000,
@@ -76,7 +76,15 @@ def sample(
     target
         A `driftax.models.Target` (from `from_numpyro`, the gallery, or built by hand).
     method
-        A name in `driftax.infer.methods.available()` (``"mala"``) or a `methods.Method`.
+        A name in `driftax.infer.methods.available()` or a `methods.Method`. The default,
+        ``"nuts"``, proved the most reliable of the registry on the posteriordb posteriors: with 4
+        chains x 1,000 warm-up + 1,000 draws and default settings (float64), NUTS reached
+        eight_schools, arK, garch11 and gp_pois_regr within 0.04 reference sd in mean and 5 % in
+        sd, R-hat <= 1.01, bulk ESS >= 1,248, where MALA ended 0.09-0.59 sd off in mean with R-hat
+        1.02-3.3 and bulk ESS 4-263 (benchmarks/RESULTS.md). NUTS spends 7-127 gradients a draw to
+        MALA's one, and still gives more effective draws per gradient on all four. ``"mala"`` is
+        the cheapest per step on smooth, well-scaled targets; ``"ula"``, ``"sgld"`` and
+        ``"spherical"`` serve averaged estimators (``average=``).
     num_chains, num_samples, num_warmup, thinning
         Chains (``>= 1``), kept draws per chain (``>= 1``), warm-up steps (``>= 0``), steps per
         kept draw (``>= 1``).
@@ -84,7 +92,12 @@ def sample(
         Integer seed or ``jax.random`` key: same seed, same devices, same draws.
     init
         Starting points ``(num_chains, dim)`` or ``(dim,)`` in the unconstrained space; default:
-        one draw of the target's ``init_fn`` per chain.
+        one draw of the target's ``init_fn`` per chain. ``"pathfinder"``: from each of those
+        draws, Pathfinder (`driftax.infer.initialise`) carries the chain into the typical set
+        and the best chain's Gaussian approximation gives the warm-up its first metric, which
+        is what a posterior far from the starts, or far narrower or more correlated than the
+        identity metric, needs (a regression with coefficient sds of 1e-3, or on an uncentred
+        covariate); it costs one L-BFGS run per chain (at most 100 iterations).
     progress
         Show a progress bar (updated between compiled chunks).
     step_size
@@ -130,7 +143,7 @@ def sample(
                      mass_matrix=mass_matrix, target_acceptance=target_acceptance, chunk_size=chunk_size,
                      unroll=unroll, average=average)
     key_init, key_rng = jax.random.split(opts.key)
-    positions = _initial_positions(target, init, num_chains, key_init, opts.dtype)
+    positions, first_metric = _initial_positions(target, init, num_chains, key_init, opts.dtype, opts.mass_matrix)
     mesh = batch_mesh(num_chains, _AXIS)
     layout = _layout(opts, mesh.devices.size, target.dim)
     progs = _programs(target, opts.method, mesh, opts.mass_matrix, opts.adapt_step_size and num_warmup > 0,
@@ -141,7 +154,7 @@ def sample(
     bar = _progress(num_warmup + num_samples * thinning, progress and jax.process_index() == 0)
     t0 = time.perf_counter()
     states, rng_state, step, imm, warmup_divergences, warmup_grads = _warm_up(
-        progs, states, rng_state, opts, layout, target.dim, bar)
+        progs, states, rng_state, opts, layout, target.dim, bar, first_metric)
     states, posterior, stats, sampling_grads = _draw(progs, states, rng_state, step, imm, target, opts, layout, bar)
     bar.close()
     elapsed = time.perf_counter() - t0
@@ -237,7 +250,15 @@ def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, 
                     mass_matrix, target_acceptance, chunk_size, unroll, key, dtype)
 
 
-def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.ndarray:
+def _initial_positions(target: Target, init, num_chains: int, key, dtype, mass_matrix):
+    """``(positions, first inverse mass matrix or None)`` from ``init`` (module docstring of `sample`)."""
+    if isinstance(init, str):
+        if init != "pathfinder":
+            raise ValueError(f"init must be None, 'pathfinder' or an array of starting points, got {init!r}")
+        k_start, k_path = jax.random.split(key)
+        starts = _initial_positions(target, None, num_chains, k_start, dtype, mass_matrix)[0]
+        x, imm, _ = initialise.pathfinder_starts(target.logdensity_fn, starts, k_path, mass_matrix)
+        return np.asarray(x, dtype), None if imm is None else np.asarray(imm, dtype)
     if init is None:
         x = np.asarray(target.initial_positions(key, num_chains), dtype)
         if x.shape != (num_chains, target.dim):
@@ -255,7 +276,7 @@ def _initial_positions(target: Target, init, num_chains: int, key, dtype) -> np.
     if not np.all(np.isfinite(x)):
         bad = np.unique(np.nonzero(~np.isfinite(x))[0]).tolist()
         raise ValueError(f"init has non-finite values (chains {bad})")
-    return x
+    return x, None
 
 
 # --- layout of steps into noise blocks and compiled chunks ----------------------------------------
@@ -301,11 +322,15 @@ def _start(progs: "_Programs", positions: np.ndarray, key_rng, mesh: Mesh):
     return states, place(rng_states, mesh, P(_AXIS))
 
 
-def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, bar):
+def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, bar,
+             first_metric=None):
     """Run the warm-up chunks; return the states, the generator, the adapted step size and inverse
     mass matrix, the number of divergent warm-up steps and the gradient evaluations (all chains)."""
-    ad_state = progs.ad_init(opts.step_size, None if opts.mass_matrix is None else (
-        jnp.eye(dim, dtype=opts.dtype) if opts.mass_matrix == "dense" else jnp.ones(dim, opts.dtype)))
+    if opts.mass_matrix is None:
+        first_metric = None
+    elif first_metric is None:  # identity until the first slow window closes
+        first_metric = jnp.eye(dim, dtype=opts.dtype) if opts.mass_matrix == "dense" else jnp.ones(dim, opts.dtype)
+    ad_state = progs.ad_init(opts.step_size, None if first_metric is None else jnp.asarray(first_metric, opts.dtype))
     divergences, grad_evals = 0, 0.0
     per_chunk = layout.w_chunk // layout.block
     for c in range(layout.n_w_chunks):

@@ -26,9 +26,9 @@ SCRIPT = textwrap.dedent("""
     m = jnp.arange(6.0) - 2.5
     s = jnp.linspace(0.5, 2.0, 6)
     target = dx.models.Target(lambda x: -0.5 * jnp.sum(((x - m) / s) ** 2), 6)
-    idata = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     x = idata.posterior["x"].values
-    again = dx.infer.sample(target, num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
+    again = dx.infer.sample(target, "mala", num_chains=chains, num_samples=2000, num_warmup=600, seed=1, progress=False)
     avg = dx.infer.sample(target, "ula", num_chains=chains, num_samples=300, num_warmup=0, step_size=0.05,
                           seed=2, progress=False, average="polyak")
     stored = avg.posterior["x"].values.astype(np.float64)

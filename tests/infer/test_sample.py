@@ -30,7 +30,7 @@ def correlated_gaussian(dim=20, seed=0):
 @pytest.fixture(scope="module")
 def gauss_run():
     target = correlated_gaussian()
-    idata = dx.infer.sample(target, num_chains=8, num_samples=4000, num_warmup=1500, seed=3, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=4000, num_warmup=1500, seed=3, progress=False)
     return target, idata
 
 
@@ -74,7 +74,7 @@ def test_inference_data_layout_and_stats(gauss_run):
 
 def test_same_seed_same_draws_and_other_seed_differs():
     target = correlated_gaussian(dim=5)
-    run = lambda seed: dx.infer.sample(target, num_chains=2, num_samples=50, num_warmup=50, seed=seed,
+    run = lambda seed: dx.infer.sample(target, "mala", num_chains=2, num_samples=50, num_warmup=50, seed=seed,
                                        progress=False).posterior["x"].values
     a, b, c = run(7), run(7), run(8)
     np.testing.assert_array_equal(a, b)
@@ -130,7 +130,7 @@ def test_lp_is_the_log_density_at_the_kept_draws(gauss_run):
 
 def _mala_draws(**kwargs):
     target = dx.models.Target(lambda x: -0.5 * jnp.sum(x**2 * jnp.arange(1.0, 4.0)), 3)
-    return dx.infer.sample(target, num_chains=4, num_samples=200, seed=5, progress=False, **kwargs).posterior["x"].values
+    return dx.infer.sample(target, "mala", num_chains=4, num_samples=200, seed=5, progress=False, **kwargs).posterior["x"].values
 
 
 @pytest.mark.parametrize("num_warmup", [100, 300])
@@ -158,7 +158,7 @@ def test_short_warmups_leave_a_sensible_step_size(num_warmup):
     with acceptance 0.05-0.5 (a closing window too short for dual averaging). (One or two steps of
     dual averaging cannot tune anything; they leave a small step.)"""
     target = dx.models.Target(lambda x: -0.5 * x @ x, 10)
-    idata = dx.infer.sample(target, num_chains=8, num_samples=500, num_warmup=num_warmup, seed=1, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=500, num_warmup=num_warmup, seed=1, progress=False)
     acc = float(idata.sample_stats.acceptance_rate.mean())
     lo = 0.35 if num_warmup < 20 else 0.45  # a handful of dual-averaging steps cannot do better
     assert lo < acc < 0.9, acc
@@ -167,7 +167,7 @@ def test_short_warmups_leave_a_sensible_step_size(num_warmup):
 def test_dense_metric_recovers_a_correlated_gaussian():
     """Dense pooled metric on the 20-d correlated Gaussian: same MC-error bounds as the diagonal test."""
     target = correlated_gaussian()
-    idata = dx.infer.sample(target, num_chains=8, num_samples=1500, num_warmup=1500, seed=4,
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=1500, num_warmup=1500, seed=4,
                             mass_matrix="dense", progress=False)
     x = idata.posterior["x"].values.reshape(-1, target.dim).astype(np.float64)
     ess = az.ess(idata)["x"].values
@@ -178,8 +178,8 @@ def test_dense_metric_recovers_a_correlated_gaussian():
 
 def test_legacy_keys_and_seed_range():
     target = correlated_gaussian(dim=2)
-    a = dx.infer.sample(target, num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.PRNGKey(3), progress=False)
-    b = dx.infer.sample(target, num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.key(3), progress=False)
+    a = dx.infer.sample(target, "mala", num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.PRNGKey(3), progress=False)
+    b = dx.infer.sample(target, "mala", num_chains=2, num_samples=5, num_warmup=0, seed=jax.random.key(3), progress=False)
     np.testing.assert_array_equal(a.posterior["x"].values, b.posterior["x"].values)
     with pytest.raises(ValueError, match="seed must be an integer in"):
         dx.infer.sample(target, seed=2**70, progress=False)
@@ -197,7 +197,7 @@ def test_eight_schools_matches_posteriordb_reference():
     The error is MC error of ours (bulk ESS of tau is > 2000 here, so sd < 0.022) plus the reference's
     (10k near-independent draws: sd ~0.01): 0.1 is over 4 combined sds. NUTS reaches 0.015."""
     target, reference = _eight_schools()
-    idata = dx.infer.sample(target, num_chains=8, num_samples=5000, num_warmup=2000, seed=0, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=5000, num_warmup=2000, seed=0, progress=False)
     assert float(az.ess(idata, var_names=["tau"])["tau"]) > 2000  # the premise of the tolerance below
     cmp = dx.infer.compare_to_reference(idata, reference)
     assert set(cmp) >= {"mu", "tau", "theta"}
@@ -228,7 +228,7 @@ def test_non_finite_init(small):
 def test_init_where_density_is_not_finite():
     target = dx.models.Target(lambda x: jnp.where(x[0] > 0, -jnp.inf, -0.5 * x @ x), 2)
     with pytest.raises(ValueError, match=r"init: the log-density .* chains \[1\]"):
-        dx.infer.sample(target, num_chains=2, init=np.array([[-1.0, 0], [1.0, 0]]), progress=False)
+        dx.infer.sample(target, "mala", num_chains=2, init=np.array([[-1.0, 0], [1.0, 0]]), progress=False)
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -271,7 +271,7 @@ def test_init_fn_of_wrong_shape_is_named():
 def test_nan_region_counted_as_divergent_never_in_draws():
     """log-density NaN beyond x_0 > 1.5 (a model bug): those proposals are rejected and flagged."""
     target = dx.models.Target(lambda x: jnp.where(x[0] > 1.5, jnp.nan, -0.5 * x @ x), 2)
-    idata = dx.infer.sample(target, num_chains=4, num_samples=1000, num_warmup=200, seed=0, progress=False,
+    idata = dx.infer.sample(target, "mala", num_chains=4, num_samples=1000, num_warmup=200, seed=0, progress=False,
                             init=np.zeros(2))
     x = idata.posterior["x"].values
     assert np.all(np.isfinite(x)) and x[..., 0].max() <= 1.5

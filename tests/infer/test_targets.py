@@ -32,7 +32,7 @@ def _cases():
 @pytest.mark.parametrize("name", sorted(_cases()))
 def test_mala_matches_exact_draws(name):
     target = _cases()[name]
-    idata = dx.infer.sample(target, num_chains=8, num_samples=2000, num_warmup=1000, seed=0, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=2000, num_warmup=1000, seed=0, progress=False)
     x = idata.posterior["x"].values.astype(np.float64)
     ess = az.ess(idata)["x"].values
     assert ess.min() > 100, ess  # 16k draws; measured 120-2400 over seeds 0-2 and 11-15 (the funnel's neck is slowest)
@@ -68,7 +68,7 @@ def test_mala_matches_posteriordb_reference(name):
     if posteriordb.data_root() is None:
         pytest.skip("posteriordb reference folder not found")
     target, reference = posteriordb.load(name)
-    idata = dx.infer.sample(target, num_chains=8, num_samples=2000, num_warmup=2000, seed=0,
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=2000, num_warmup=2000, seed=0,
                             mass_matrix="dense", progress=False)
     cmp = dx.infer.compare_to_reference(idata, reference)
     ess = az.ess(idata)

@@ -12,7 +12,7 @@ SCRIPT = textwrap.dedent("""
     for mm in ("diag", "dense", None):
         # N(1e8 + m, I): float32 cannot even represent the moves of a 1e-2 step around 1e8
         t = dx.models.Target(lambda x: -0.5 * jnp.sum((x - 1e8) ** 2), 3)
-        idata = dx.infer.sample(t, num_chains=4, num_samples=1000, num_warmup=300, seed=0, progress=False,
+        idata = dx.infer.sample(t, "mala", num_chains=4, num_samples=1000, num_warmup=300, seed=0, progress=False,
                                 init=np.full(3, 1e8), mass_matrix=mm)
         x = idata.posterior["x"].values
         out[str(mm)] = {"dtype": str(x.dtype), "mean": float((x - 1e8).mean()), "sd": float(x.std()),

@@ -149,7 +149,7 @@ def test_plate_names_become_arviz_dims():
 
     target = from_numpyro(model, jnp.zeros(8))
     assert target.dims == {"t": ("school",), "theta": ("school",), "v": ("group", "v_dim_1")}
-    idata = dx.infer.sample(target, num_chains=2, num_samples=10, num_warmup=0, progress=False)
+    idata = dx.infer.sample(target, "mala", num_chains=2, num_samples=10, num_warmup=0, progress=False)
     assert idata.posterior["theta"].dims == ("chain", "draw", "school")
     assert idata.posterior["w"].dims == ("chain", "draw", "w_dim_0")
 
