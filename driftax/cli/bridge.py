@@ -87,9 +87,9 @@ def run(args) -> int:
 # --------------------------------------------------------------------------- demo
 
 def demo(outdir: Path) -> str:
-    """bridge sampler: DDS with the log-variance loss on a nine-mode Gaussian mixture.
+    """bridge sampler: DIS with the log-variance loss on a nine-mode Gaussian mixture.
 
-    Trains a small DDS sampler (log-variance loss) on GMM-9 with modes on {-3, 0, 3}², reports log Ẑ, the
+    Trains a small DIS sampler (log-variance loss) on GMM-9 with modes on {-3, 0, 3}², reports log Ẑ, the
     ESS and mode coverage, and saves ``bridge_samples.png`` (draws over the target's contours)."""
     import jax
     import jax.numpy as jnp
@@ -106,12 +106,12 @@ def demo(outdir: Path) -> str:
     target = gallery.gmm9(spacing=3.0, variance=0.3)
     grid = np.array([-3.0, 0.0, 3.0])
     modes = np.stack(np.meshgrid(grid, grid, indexing="ij"), -1).reshape(9, 2)
-    bridge = train_bridge(target, "dds", "lv", num_steps=250, batch_size=128, num_time_steps=30, seed=0,
+    bridge = train_bridge(target, "dis", "lv", num_steps=250, batch_size=128, num_time_steps=30, seed=0,
                           progress=False, width=32, num_layers=2)
     out = bridge.sample(4000, seed=1)
     met = bridge_metrics(out, target, modes=modes, num_reference=1000)
     lines = [f"target GMM-9 on {{-3, 0, 3}}^2, variance 0.3: log Z = {target.log_Z:.4f}",
-             "DDS, log-variance loss, 250 steps x 128 paths x 30 time steps, width 32 "
+             "DIS, log-variance loss, 250 steps x 128 paths x 30 time steps, width 32 "
              f"({bridge.seconds:.1f} s with compilation)",
              f"log Z estimate {out.log_Z:.4f} (|error| {met['dlogz']:.4f}), ELBO {out.elbo:.4f}, ESS {out.ess:.3f}, "
              f"modes found {met['modes']}/9, Sinkhorn distance to exact draws {met['sinkhorn']:.4f}"]
@@ -122,7 +122,7 @@ def demo(outdir: Path) -> str:
     fig, ax = plt.subplots(figsize=(4.5, 4.5))
     ax.contour(X, Y, np.maximum(Z, Z.max() - 25), levels=15, linewidths=0.6, colors="0.6")
     ax.scatter(out.samples[:2000, 0], out.samples[:2000, 1], s=2, alpha=0.4, c="tab:red")
-    ax.set_title(f"DDS-LV draws, ESS {out.ess:.2f}, log Z error {met['dlogz']:.3f}", fontsize=9)
+    ax.set_title(f"DIS-LV draws, ESS {out.ess:.2f}, log Z error {met['dlogz']:.3f}", fontsize=9)
     ax.set_aspect("equal")
     fig.tight_layout()
     png = outdir / "bridge_samples.png"

@@ -10,7 +10,11 @@ and losses live in `driftax.samplers.diffusion`. This module is the driver a use
 
 Training (official recipe, scaled down by the caller on CPUs): Adam with learning rate decayed
 exponentially to ``lr_final_fraction`` (2 %) of its start, gradients clipped at global norm 1, the
-loss divided by the dimension, an exponential moving average (EMA) of the weights used for sampling.
+loss divided by the dimension, an exponential moving average (EMA) of the weights used for sampling,
+and the control's clips warmed up as in the official configs (``clip_warmup``: 10 → 50 → 250 at steps
+200 and 400 of 60,000, i.e. 1/25 and 1/5 of the final clip, here at the same fractions 1/300 and
+1/150 of ``num_steps``: at CPU budgets of a few hundred steps absolute milestones would keep the whole
+run at clip 10-50, which the official schedule never intended).
 Steps run in compiled chunks (``lax.scan``); a tqdm bar between chunks shows the loss and the ESS of
 the last training batch. The batch of paths is sharded over all devices on the 1-D mesh of
 `driftax._sharding.batch_mesh` (the helper `infer.sample` uses): states and noise carry a
@@ -227,27 +231,40 @@ class _TrainSpec(NamedTuple):
     exploration: float
     batch_size: int
     mesh: object
+    clip_warmup: bool
+    num_steps: int
+
+
+def _clip_scale(step, warmup: bool, num_steps: int):
+    """Official MultiStepParams of the clips, x5 at steps 200 and 400 of 60,000 (final value = the
+    config's), with the milestones at the same fractions of ``num_steps``."""
+    if not warmup:
+        return jnp.float32(1.0)
+    m1, m2 = round(num_steps * 200 / 60_000), round(num_steps * 400 / 60_000)
+    return jnp.where(step < m1, 1.0 / 25.0, jnp.where(step < m2, 0.2, 1.0)).astype(jnp.float32)
 
 
 @eqx.filter_jit
-def _train_chunk(carry, keys, static, spec: _TrainSpec):
+def _train_chunk(carry, keys, steps, static, spec: _TrainSpec):
     """``len(keys)`` training steps in one ``lax.scan``: loss, gradient, skip if non-finite, Adam, EMA."""
     cfg, loss, lp, exploration = spec.cfg, spec.loss, spec.logdensity_fn, spec.exploration
     opt = _optimizer(*spec.hyper)
     sharding = NamedSharding(spec.mesh, P(_AXIS, None))
     scale = float(cfg.dim)  # official: loss divided by the dimension
 
-    def one_step(carry, k):
+    def one_step(carry, inp):
         params, opt_state, ema = carry
+        k, step = inp
         noise = _sharded_noise(k, cfg, spec.batch_size, spec.mesh)
+        clip_scale = _clip_scale(step, spec.clip_warmup, spec.num_steps)
 
         def objective(p):
             model = eqx.combine(p, static)
             if loss == "kl":
-                val, paths = dfn.kl_loss(model, cfg, lp, noise, sharding=sharding)
+                val, paths = dfn.kl_loss(model, cfg, lp, noise, sharding=sharding, clip_scale=clip_scale)
             else:
                 val, paths = dfn.log_variance_loss(model, cfg, lp, noise, exploration=exploration,
-                                                   sharding=sharding)
+                                                   sharding=sharding, clip_scale=clip_scale)
             return val / scale, (val, paths)
 
         (_, (val, paths)), grads = jax.value_and_grad(objective, has_aux=True)(params)
@@ -264,13 +281,14 @@ def _train_chunk(carry, keys, static, spec: _TrainSpec):
         stats = (val, est.ess if on_policy else nan, est.log_Z if on_policy else nan, est.num_dropped, ~finite)
         return (new_params, new_state, ema), stats
 
-    return jax.lax.scan(one_step, carry, keys)
+    return jax.lax.scan(one_step, carry, (keys, steps))
 
 
 def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num_steps: int = 1000,
                  batch_size: int = 256, num_time_steps: int | None = None, learning_rate: float = 5e-3,
                  lr_final_fraction: float = 0.02, clip_norm: float = 1.0, ema_decay: float = 0.99,
-                 exploration: float = 0.0, seed=0, progress: bool = True, chunk_size: int | None = None,
+                 exploration: float = 0.0, clip_warmup: bool = True, seed=0, progress: bool = True,
+                 chunk_size: int | None = None,
                  init: dfn.BridgeControl | None = None, dim: int | None = None,
                  **method_options) -> TrainedBridge:
     """Train a PIS / DIS / DDS sampler of ``target`` (Richter & Berner 2024).
@@ -292,6 +310,10 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
         global-norm gradient clipping; EMA decay of the weights (0: no EMA).
     exploration
         Off-policy noise η of the LV loss (``w = sg(u) + η ξ/√h``); ignored by ``kl``.
+    clip_warmup
+        Train with the control's clips at 1/25 of their final value for the first 1/300 of the steps and
+        1/5 until 1/150 (the official schedule 10 → 50 → 250 at steps 200 and 400 of 60,000). The
+        returned configuration carries the clips of the last training step.
     seed
         Integer seed or a jax.random key; same seed, same result on the same device count.
     init
@@ -324,6 +346,8 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
         exploration = 0.0
     if not isinstance(progress, bool):
         raise TypeError(f"progress must be a bool, got {type(progress).__name__}")
+    if not isinstance(clip_warmup, bool):
+        raise TypeError(f"clip_warmup must be a bool, got {type(clip_warmup).__name__}")
     chunk = check_int("chunk_size", chunk_size, minimum=1) if chunk_size is not None else max(1, min(50, num_steps))
     key = key_from_seed(seed)
 
@@ -352,7 +376,8 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
     params, static = eqx.partition(control, eqx.is_inexact_array)
     hyper = (learning_rate, lr_final_fraction, num_steps, clip_norm)
     opt_state = _optimizer(*hyper).init(params)
-    spec = _TrainSpec(cfg, loss, target.logdensity_fn, hyper, ema_decay, exploration, batch_size, mesh)
+    spec = _TrainSpec(cfg, loss, target.logdensity_fn, hyper, ema_decay, exploration, batch_size, mesh, clip_warmup,
+                      num_steps)
 
     carry = (params, opt_state, params)
     hist = {k: [] for k in ("loss", "ess", "log_Z", "dropped", "skipped")}
@@ -365,7 +390,7 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
     while done < num_steps:
         n = min(chunk, num_steps - done)
         key, sub = jax.random.split(key)
-        carry, stats = _train_chunk(carry, jax.random.split(sub, n), static, spec)
+        carry, stats = _train_chunk(carry, jax.random.split(sub, n), jnp.arange(done, done + n), static, spec)
         stats = jax.device_get(stats)
         for name, v in zip(hist, stats):
             hist[name].append(np.asarray(v))
@@ -379,6 +404,10 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
         bar.close()
     params, _, ema = carry
     final = eqx.combine(ema if ema_decay > 0 else params, static)
+    # sample with the clips the control was last trained under (shorter runs end before 250)
+    last_scale = float(_clip_scale(num_steps - 1, clip_warmup, num_steps))
+    if last_scale != 1.0:
+        cfg = dataclasses.replace(cfg, nn_clip=cfg.nn_clip * last_scale, grad_clip=cfg.grad_clip * last_scale)
     hist = {k: np.concatenate(v) for k, v in hist.items()}
     weights_ok = all(bool(np.all(np.isfinite(np.asarray(x)))) for x in jax.tree.leaves(eqx.filter(final, eqx.is_array)))
     return TrainedBridge(

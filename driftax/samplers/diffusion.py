@@ -22,17 +22,33 @@ of the uncontrolled process (PIS, DDS: its time reversal is the inference proces
 ``log Ẑ = logsumexp(-rnd) - log N``, ``ELBO = mean(-rnd) ≤ log Z``, ESS ``(Σw)² / (N Σw²)``.
 
 Time stepping. Every step is ``X_{k+1} = a_k X_k + b_k w_k + s_k ε_k`` with ``ε_k ~ N(0, I)``:
-Euler-Maruyama for PIS (``a = 1``, ``b = σΔs``, ``s = σ√Δs``) and DIS (``a = 1 + ½β Δs``), and the
-exponential integrator of the Ornstein-Uhlenbeck reference for DDS (``a = √(1-α_k)``, ``s = σ₀√α_k``, so
-the uncontrolled chain keeps ``N(0, σ₀² I)`` exactly). With ``h_k = b_k² / s_k²`` the Girsanov sums are
-``Σ_k [u·(w - u/2) h_k + u·√h_k ε_k]``: this is *exactly* the log-ratio of the Gaussian transition
-kernels with and without control. PIS and DDS telescope the uncontrolled kernels into the reference
-boundary term (their uncontrolled chains have exact Gaussian laws). For DIS the divergence term
-``-∫∇·μ ds`` is taken in its discrete form ``Σ_k log F⁰_k(X_{k+1}|X_k) - log B_k(X_k|X_{k+1})`` with
-``F⁰`` the uncontrolled Euler kernel and ``B`` the exact VP noising kernel (it tends to
-``-½ d ∫β ds`` as the steps shrink). Hence for all three methods the path weights are those of an
-importance sampler on the discrete path space: ``E[exp(-rnd)] = Z`` for *every* number of steps, and
-discretisation only costs variance (ESS), never bias of ``Ẑ``.
+
+* PIS: Euler-Maruyama of the Brownian reference (``a = 1``, ``b = σΔs``, ``s = σ√Δs``; exact for it).
+* DDS: the exponential integrator of the Ornstein-Uhlenbeck reference as in Vargas et al.'s and the
+  official code, on their cosine time grid: steps ``Δs_k ∝ cos⁴(π/2 (k/K + o)/(1 + o))`` summing to
+  ``T`` (large steps at the noise end, small ones at the target), noise fraction ``α_k = Δs_k`` and
+  ``a = √(1-α)``, ``b = σ₀²α``, ``s = σ₀√α``: the uncontrolled chain keeps ``N(0, σ₀² I)`` exactly.
+* DIS (VP noising SDE ``dY = -½β Y dt + √β dB``, generative drift ``μ = +½β x``): ``integrator="euler"``
+  is the paper's Euler-Maruyama step (``a = 1 + ½βΔs``, ``b = σΔs``, ``s = σ√Δs`` with ``σ = √β`` at
+  the step's left end); ``"exponential"`` (default) takes, like DDS, the variance of the exact noising
+  kernel over the step, ``s² = 1 - e^{-I_k}`` with ``I_k = ∫β`` over the step, ``a = e^{I_k/2}`` (exact
+  flow of ``μ``), ``σ_k = √(I_k/Δs)`` and ``b = 2 sinh(I_k/2)/σ_k`` (so the interpolation control at
+  initialisation, ``u = -σ_k x``, gives exactly the reversed noising kernel ``N(e^{-I/2} x, 1 - e^{-I})``
+  of ``N(0, I)``). Why: no control can change a step's variance, and the log-ratio of two Gaussian
+  kernels whose variances differ by the factor ``r`` has variance ``½(1 - r)²`` per coordinate. Euler's
+  variance ``β(left)Δs`` misses the noising kernel's ``1 - e^{-I}`` by ``r`` = 0.67-0.95 on the 50-step
+  grid (β runs 10 → 0.1 on ``[0, 1]``), which puts a floor of ``0.23 d`` under ``Var(rnd)`` even at the
+  optimal control (ESS ≤ 0.63 on a 2-d target, ≤ 0.10 in 10-d); with the matched variance the floor
+  vanishes for ``N(0, I)`` and is second order in ``I_k`` otherwise. Both converge to the same SDE.
+
+With ``h_k = b_k² / s_k²`` the Girsanov sums are ``Σ_k [u·(w - u/2) h_k + u·√h_k ε_k]``: this is
+*exactly* the log-ratio of the Gaussian transition kernels with and without control. PIS and DDS
+telescope the uncontrolled kernels into the reference boundary term (their uncontrolled chains have
+exact Gaussian laws). For DIS the divergence term ``-∫∇·μ ds`` is taken in its discrete form
+``Σ_k log F⁰_k(X_{k+1}|X_k) - log B_k(X_k|X_{k+1})`` with ``F⁰`` the uncontrolled kernel and ``B`` the
+exact VP noising kernel (it tends to ``-½ d ∫β ds`` as the steps shrink). Hence for all three methods
+the path weights are those of an importance sampler on the discrete path space: ``E[exp(-rnd)] = Z``
+for *every* number of steps, and discretisation only costs variance (ESS), never bias of ``Ẑ``.
 
 Losses (Richter & Berner, Sec. 3):
 
@@ -48,10 +64,13 @@ Paths whose state or log-weight becomes non-finite (e.g. ``log ρ = -inf`` or Na
 are frozen at zero, counted (``alive``) and excluded from the losses; their importance weight is 0.
 
 Controls: the "Fourier MLP" of PIS/DIS (`FourierMLP`, last layer initialised at zero, so an untrained
-sampler is the uncontrolled process) plus the score-informed parameterisations:
-``"grad"`` (PIS-grad, DDS-grad) ``u = NN(s, x) + c(s)·clip(∇log ρ(x))`` and ``"interp"`` (DIS)
-``u = NN(s, x) + σ(s) c(s)·[(1 - s/T) ∇log p_prior(x) + (s/T) clip(∇log ρ(x))]`` with a learnt time-only
-network ``c(s)``; ``"plain"`` (``*_no_score``) uses the network alone and never differentiates ``ρ``.
+sampler is the uncontrolled process) plus the score-informed parameterisations of the official code:
+``"grad"`` (PIS-grad, DDS-grad) ``u = clip(NN(s, x)) + c(s)·clip(∇log ρ(x))`` and ``"interp"`` (DIS)
+``u = clip(NN(s, x)) + σ(s) c(s)·clip[(1 - s/T) ∇log p_prior(x) + (s/T) ∇log ρ(x)]`` with a learnt
+scalar time-only network ``c(s)`` (initialised at 0.01 for "grad", 1 for "interp"); ``"plain"``
+(``*_no_score``) uses the network alone and never differentiates ``ρ``. Clipping is elementwise, at
+``nn_clip`` / ``grad_clip`` (official 10, raised 5x after 200 and again after 400 training steps:
+``clip_scale``).
 """
 from __future__ import annotations
 
@@ -76,6 +95,8 @@ __all__ = [
     "dds",
     "Coefficients",
     "coefficients",
+    "dds_time_grid",
+    "reference_variance",
     "FourierMLP",
     "TimeMLP",
     "BridgeControl",
@@ -109,9 +130,11 @@ class BridgeConfig:
     Fields: ``method`` ("pis", "dis", "dds"), ``dim``, ``horizon`` T, ``num_time_steps`` K,
     ``sigma`` (PIS diffusion), ``beta_min``/``beta_max`` (DIS linear β of the VP noising SDE),
     ``prior_scale`` (DIS, DDS: prior ``N(0, prior_scale² I)``; PIS starts at δ_0), ``cosine_offset``
-    (DDS: Nichol-Dhariwal offset of the cosine schedule), ``alpha_max`` (DDS: largest per-step noise
-    fraction), ``parameterisation`` ("plain", "grad", "interp"), ``grad_clip`` (clip of ∇log ρ),
-    ``nn_clip`` (clip of the network output), ``width``, ``num_layers`` (hidden blocks), ``max_freq``.
+    (DDS: offset ``o`` of the cosine time grid), ``alpha_max`` (DDS: largest per-step noise fraction),
+    ``integrator`` (DIS: "exponential" or "euler"; PIS "euler", DDS "exponential"),
+    ``parameterisation`` ("plain", "grad", "interp"), ``grad_clip`` (elementwise clip of the score term:
+    ∇log ρ, or DIS's interpolated score), ``nn_clip`` (clip of the network output), ``width``,
+    ``num_layers`` (hidden blocks), ``max_freq``.
     """
 
     method: str
@@ -124,9 +147,10 @@ class BridgeConfig:
     prior_scale: float = 1.0
     cosine_offset: float = 0.008
     alpha_max: float = 0.999
+    integrator: str = "euler"
     parameterisation: str = "plain"
-    grad_clip: float = 100.0
-    nn_clip: float = 1e4
+    grad_clip: float = 250.0
+    nn_clip: float = 250.0
     width: int = 64
     num_layers: int = 2
     max_freq: float = 100.0
@@ -138,22 +162,30 @@ class BridgeConfig:
         return json.dumps(self.to_dict(), sort_keys=True)
 
 
-# Official defaults (Richter & Berner's sde_sampler configs; notes/bridges.md).
+# Official defaults (Richter & Berner's sde_sampler configs conf/solver/{pis,dis,dds}.yaml, conf/sde/,
+# conf/model/; notes/bridges.md). Clips: 10 at the start of training, x5 after 200 and 400 steps (the
+# configs' MultiStepParams, at steps 200 and 400 of 60,000); the fields hold the final value 250,
+# `train_bridge` applies the warm-up.
 _DEFAULTS = {
-    "pis": dict(horizon=5.0, num_time_steps=200, sigma=math.sqrt(0.2), prior_scale=0.0, parameterisation="grad"),
+    "pis": dict(horizon=5.0, num_time_steps=200, sigma=math.sqrt(0.2), prior_scale=0.0, parameterisation="grad",
+                integrator="euler"),
     "dis": dict(horizon=1.0, num_time_steps=200, beta_min=0.1, beta_max=10.0, prior_scale=1.0,
-                parameterisation="interp"),
-    "dds": dict(horizon=12.8, num_time_steps=256, prior_scale=1.0, parameterisation="grad"),
+                parameterisation="interp", integrator="exponential"),
+    "dds": dict(horizon=12.8, num_time_steps=256, prior_scale=1.0, parameterisation="grad",
+                integrator="exponential"),
 }
+_INTEGRATORS = {"pis": ("euler",), "dis": ("exponential", "euler"), "dds": ("exponential",)}
 
 
 def make_config(method: str, dim: int, **overrides) -> BridgeConfig:
     """`BridgeConfig` of ``method`` with the official defaults, updated by ``overrides``.
 
     PIS: δ_0 prior, Brownian reference ``σ = √0.2``, ``T = 5``, PIS-grad control. DIS: ``N(0, I)`` prior,
-    VP noising with ``β`` linear from 0.1 (data) to 10 (noise), ``T = 1``, interpolation control. DDS:
-    ``N(0, I)`` prior, Ornstein-Uhlenbeck with a cosine schedule and exponential integrator, ``T = 12.8``
-    with 256 steps (``Δs = 0.05``), DDS-grad control. ``None`` values in ``overrides`` are ignored.
+    VP noising with ``β`` linear from 0.1 (data) to 10 (noise), ``T = 1``, interpolation control, the
+    variance-matched exponential step (module docstring; ``integrator="euler"`` for the paper's Euler
+    step). DDS: ``N(0, I)`` prior, Ornstein-Uhlenbeck with the exponential integrator on the cosine time
+    grid, ``T = 12.8`` with 256 steps (mean ``Δs = 0.05``), DDS-grad control. ``None`` values in
+    ``overrides`` are ignored.
     Raises ValueError/TypeError naming the argument.
     """
     if not isinstance(method, str) or method.lower() not in METHODS:
@@ -180,6 +212,9 @@ def make_config(method: str, dim: int, **overrides) -> BridgeConfig:
     if p == "interp" and method != "dis":
         raise ValueError("parameterisation 'interp' interpolates the prior and target scores along the "
                          "VP noising path: it exists for method 'dis' only")
+    if kw.get("integrator") not in _INTEGRATORS[method]:
+        raise ValueError(f"integrator of {method!r} must be one of {_INTEGRATORS[method]}, "
+                         f"got {kw.get('integrator')!r}")
     if method == "pis":
         kw["sigma"] = check_real("sigma", kw["sigma"], positive=True)
         kw["prior_scale"] = 0.0
@@ -233,24 +268,24 @@ class Coefficients(NamedTuple):
     back_s: np.ndarray
 
 
-def _dds_alphas(cfg: BridgeConfig) -> np.ndarray:
-    """Per-step noise fractions ``α_k`` of DDS's noising chain from a cosine schedule, data → noise.
+def dds_time_grid(cfg: BridgeConfig) -> np.ndarray:
+    """DDS's cosine time grid (Vargas et al. 2023; official ``get_timesteps(rescale_t="cosine")``).
 
-    ``ᾱ(t) = f(t)/f(0)``, ``f(t) = cos²(π/2 (t/T + o)/(1 + o))`` (Nichol & Dhariwal 2021), and
-    ``1 - α_j = ᾱ(t_{j+1}) / ᾱ(t_j)``, clipped to ``α ≤ alpha_max`` at the noise end.
+    Step sizes ``Δs_k ∝ cos⁴(φ_k)``, ``φ_k = π/2 (k/K + o)/(1 + o)`` for ``k = 0..K``, normalised to sum
+    to ``T``; the official grid has ``K + 1`` such steps of which the last has length ``cos⁴(π/2) ≈ 0``
+    (a no-op), so the ``K`` steps returned here are the official grid without it. Returns the
+    ``K + 1`` grid points ``0 = s_0 < ... < s_K ≈ T`` (float64).
     """
-    K, o = cfg.num_time_steps, cfg.cosine_offset
-    t = np.linspace(0.0, 1.0, K + 1)
-    f = np.cos(0.5 * np.pi * (t + o) / (1 + o)) ** 2
-    abar = f / f[0]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        keep = np.where(abar[:-1] > 0, abar[1:] / abar[:-1], 0.0)
-    return np.clip(1.0 - keep, 1e-12, cfg.alpha_max)
+    K, o, T = cfg.num_time_steps, cfg.cosine_offset, cfg.horizon
+    phase = 0.5 * np.pi * (np.linspace(0.0, 1.0, K + 1) + o) / (1 + o)
+    w = np.cos(phase) ** 4
+    dts = T * w / w.sum()
+    return np.concatenate([[0.0], np.cumsum(dts[:K])])
 
 
 def coefficients(cfg: BridgeConfig) -> Coefficients:
     """The step coefficients of ``cfg`` (float64 NumPy; see the module docstring)."""
-    K, T, d = cfg.num_time_steps, cfg.horizon, cfg.dim
+    K, T = cfg.num_time_steps, cfg.horizon
     dt = T / K
     time = np.arange(K) * dt
     ones = np.ones(K)
@@ -261,24 +296,32 @@ def coefficients(cfg: BridgeConfig) -> Coefficients:
     elif cfg.method == "dis":
         # Noising (inference) SDE dY = -½β(t) Y dt + √β(t) dB on t ∈ [0, T]; generative time s = T - t,
         # uncontrolled generative drift μ(x, s) = +½ β(T - s) x, so ∇·μ = ½ d β(T - s).
-        beta = cfg.beta_min + (T - time) / T * (cfg.beta_max - cfg.beta_min)
-        sig = np.sqrt(beta)
-        a, b, s = 1.0 + 0.5 * beta * dt, sig * dt, sig * math.sqrt(dt)
-        # exact noising transition from t = T - s_{k+1} to T - s_k: mean factor exp(-½∫β), var 1 - factor²
+        # Exact noising transition from t = T - s_{k+1} to T - s_k: mean factor exp(-½I), variance 1 - e^{-I}.
         t_hi, t_lo = T - time, T - time - dt
         int_beta = lambda t: cfg.beta_min * t + 0.5 * (cfg.beta_max - cfg.beta_min) * t * t / T  # noqa: E731
-        back_a = np.exp(-0.5 * (int_beta(t_hi) - int_beta(t_lo)))
-        back_s = np.sqrt(-np.expm1(-(int_beta(t_hi) - int_beta(t_lo))))
+        inc = int_beta(t_hi) - int_beta(t_lo)
+        back_a = np.exp(-0.5 * inc)
+        back_s = np.sqrt(-np.expm1(-inc))
+        if cfg.integrator == "euler":
+            beta = cfg.beta_min + (T - time) / T * (cfg.beta_max - cfg.beta_min)  # β at the left end
+            sig = np.sqrt(beta)
+            a, b, s = 1.0 + 0.5 * beta * dt, sig * dt, sig * math.sqrt(dt)
+        else:
+            # variance-matched exponential step: s = back_s, a = e^{I/2}, b·σ_k = e^{I/2} - e^{-I/2}
+            sig = np.sqrt(inc / dt)
+            a, s = np.exp(0.5 * inc), back_s
+            b = 2.0 * np.sinh(0.5 * inc) / sig
     else:
-        # Generative step k runs the noising step j = K-1-k backwards: the reversible OU reference
-        # X_{k+1} = √(1-α) X_k + σ₀√α ε keeps N(0, σ₀²). The control enters through the exponential
-        # integrator of dX = (-½βX + σ₀√β u) ds + σ₀√β dW with β frozen on the step: b = 2σ₀(1-a)/√β.
-        alpha = _dds_alphas(cfg)[::-1]
+        # Official DDS step (sde_sampler ExponentialIntegratorSDELoss, alpha = 1, sigma = σ₀) on the cosine
+        # grid: noise fraction α_k = Δs_k, X_{k+1} = √(1-α) X_k + σ₀²α u + σ₀√α ε; the uncontrolled
+        # chain is reversible with respect to N(0, σ₀²), its time reversal is the noising chain.
+        grid = dds_time_grid(cfg)
+        time = grid[:-1]
+        alpha = np.clip(np.diff(grid), 1e-12, cfg.alpha_max)
         a = np.sqrt(1.0 - alpha)
-        beta = -2.0 * np.log(a) / dt
         s = cfg.prior_scale * np.sqrt(alpha)
-        b = 2.0 * cfg.prior_scale * (1.0 - a) / np.sqrt(beta)
-        sig = cfg.prior_scale * np.sqrt(beta)
+        b = cfg.prior_scale ** 2 * alpha
+        sig = s / np.sqrt(np.diff(grid).clip(1e-12))
         back_a, back_s = ones, np.zeros(K)
     h = (b / s) ** 2
     return Coefficients(time, a, b, s, h, sig, back_a, back_s)
@@ -312,7 +355,7 @@ class _TimeEmbedding(eqx.Module):
     def __init__(self, width: int, max_freq: float, *, key):
         k1, k2, k3 = jax.random.split(key, 3)
         self.coef = jnp.linspace(0.1, max_freq, width)
-        self.phase = 0.1 * jax.random.normal(k1, (width,))
+        self.phase = jax.random.normal(k1, (width,))  # official: randn
         self.lin1 = eqx.nn.Linear(2 * width, width, key=k2)
         self.lin2 = eqx.nn.Linear(width, width, key=k3)
 
@@ -350,20 +393,31 @@ class FourierMLP(eqx.Module):
 
 
 class TimeMLP(eqx.Module):
-    """A time-only network ``c(t) ∈ R^d`` (the score factor of PIS-grad and DIS), zero-weight last layer
-    with a constant bias ``init`` (0 for PIS/DDS: start at the reference; 1 for DIS: start at the exact
-    interpolation of prior and target scores)."""
+    """The scalar time-only network ``c(t)`` that scales the score term (official ``TimeEmbed`` with
+    ``dim_out = 1``, four layers): Fourier features ``[sin(ct + φ), cos(ct + φ)]`` → three
+    ``Linear + GELU`` layers → ``Linear(w, 1)`` with zero weights and a constant bias ``init`` (0.01 for
+    PIS/DDS-grad: start near the reference; 1 for DIS: start at the exact interpolation of the prior and
+    target scores)."""
 
-    t_embed: _TimeEmbedding
+    coef: Array
+    phase: Array
+    hidden: tuple
     out: eqx.nn.Linear
 
-    def __init__(self, dim: int, width: int = 64, max_freq: float = 100.0, init: float = 0.0, *, key):
-        k1, k2 = jax.random.split(key)
-        self.t_embed = _TimeEmbedding(width, max_freq, key=k1)
-        self.out = _zero_linear(eqx.nn.Linear(width, dim, key=k2), init)
+    def __init__(self, width: int = 64, max_freq: float = 100.0, init: float = 0.0, *, key):
+        keys = jax.random.split(key, 5)
+        self.coef = jnp.linspace(0.1, max_freq, width)
+        self.phase = jax.random.normal(keys[0], (width,))
+        self.hidden = (eqx.nn.Linear(2 * width, width, key=keys[1]), eqx.nn.Linear(width, width, key=keys[2]),
+                       eqx.nn.Linear(width, width, key=keys[3]))
+        self.out = _zero_linear(eqx.nn.Linear(width, 1, key=keys[4]), init)
 
     def __call__(self, t):
-        return self.out(jax.nn.gelu(self.t_embed(t)))
+        arg = lax.stop_gradient(self.coef) * t + self.phase
+        h = jnp.concatenate([jnp.sin(arg), jnp.cos(arg)])
+        for layer in self.hidden:
+            h = jax.nn.gelu(layer(h))
+        return self.out(h)
 
 
 class BridgeControl(eqx.Module):
@@ -386,26 +440,29 @@ def _init_control(cfg: BridgeConfig, key) -> BridgeControl:
     net = FourierMLP(cfg.dim, cfg.width, cfg.num_layers, cfg.max_freq, key=k1)
     scale = None
     if cfg.parameterisation != "plain":
-        scale = TimeMLP(cfg.dim, cfg.width, cfg.max_freq, 1.0 if cfg.parameterisation == "interp" else 0.0,
-                        key=k2)
+        scale = TimeMLP(cfg.width, cfg.max_freq, 1.0 if cfg.parameterisation == "interp" else 0.01, key=k2)
     return BridgeControl(net, scale)
 
 
-def control_fn(model: BridgeControl, cfg: BridgeConfig, logdensity_fn) -> Callable:
-    """``u(t, x, diffusion) -> (d,)``: the control of ``cfg``'s parameterisation for one state."""
+def control_fn(model: BridgeControl, cfg: BridgeConfig, logdensity_fn, clip_scale=1.0) -> Callable:
+    """``u(t, x, diffusion) -> (d,)``: the control of ``cfg``'s parameterisation for one state.
+
+    ``clip_scale`` multiplies both clips (training warm-up of the official configs: 1/25, 1/5, 1)."""
     score = jax.grad(logdensity_fn) if cfg.parameterisation != "plain" else None
     prior_var = cfg.prior_scale ** 2
+    nn_clip, grad_clip = cfg.nn_clip * clip_scale, cfg.grad_clip * clip_scale
 
     def u(t, x, diffusion):
-        out = jnp.clip(model.net(t, x), -cfg.nn_clip, cfg.nn_clip)
+        out = jnp.clip(model.net(t, x), -nn_clip, nn_clip)
         if cfg.parameterisation == "plain":
             return out
         g = score(x)
-        g = jnp.clip(jnp.where(jnp.isfinite(g), g, 0.0), -cfg.grad_clip, cfg.grad_clip)
+        g = jnp.where(jnp.isfinite(g), g, 0.0)
         if cfg.parameterisation == "grad":
-            return out + model.scale(t) * g
+            return out + model.scale(t) * jnp.clip(g, -grad_clip, grad_clip)
         lam = t / cfg.horizon  # DIS: s = 0 is the noise end (prior score), s = T the target score
-        return out + diffusion * model.scale(t) * ((1.0 - lam) * (-x / prior_var) + lam * g)
+        lerp = jnp.clip((1.0 - lam) * (-x / prior_var) + lam * g, -grad_clip, grad_clip)
+        return out + diffusion * model.scale(t) * lerp
 
     return u
 
@@ -468,16 +525,17 @@ def _log_normal(x, var):
 
 @eqx.filter_jit
 def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach: bool = False,
-             exploration: float = 0.0, sharding=None) -> Paths:
+             exploration: float = 0.0, sharding=None, clip_scale=1.0) -> Paths:
     """Simulate ``N`` paths and accumulate their log Radon-Nikodym derivative (module docstring).
 
     ``control`` is a `BridgeControl` (wrapped by `control_fn`) or any ``u(t, x, diffusion) -> (d,)``;
     ``detach`` simulates with ``w = stop_gradient(u)`` (log-variance loss), ``exploration`` ``η ≥ 0``
     adds the off-policy noise ``η ξ / √h`` to ``w``. ``sharding`` (a ``NamedSharding`` of the batch axis)
-    keeps the states sharded over devices (data parallelism; XLA adds the reductions). Paths that turn
-    non-finite are frozen at 0 and flagged in ``alive``.
+    keeps the states sharded over devices (data parallelism; XLA adds the reductions). ``clip_scale``
+    (a number or a traced scalar) multiplies the control's clips. Paths that turn non-finite are frozen
+    at 0 and flagged in ``alive``.
     """
-    u_fn = control_fn(control, cfg, logdensity_fn) if isinstance(control, BridgeControl) else control
+    u_fn = control_fn(control, cfg, logdensity_fn, clip_scale) if isinstance(control, BridgeControl) else control
     exploration = float(exploration)  # static under filter_jit (a Python number)
     co = coefficients(cfg)
     dt = jnp.float32
@@ -539,23 +597,24 @@ def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach:
 # ------------------------------------------------------------------------------------------------
 # losses and estimators
 # ------------------------------------------------------------------------------------------------
-def kl_loss(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, sharding=None):
+def kl_loss(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, sharding=None, clip_scale=1.0):
     """Reverse KL ``E_{P^u}[Σ ½|u|² h + boundary]`` (= KL(P^u | Q) - log Z) by back-propagation through
     the solver; mean over the alive paths. Returns ``(loss, paths)``."""
-    p = simulate(control, cfg, logdensity_fn, noise, detach=False, sharding=sharding)
+    p = simulate(control, cfg, logdensity_fn, noise, detach=False, sharding=sharding, clip_scale=clip_scale)
     n = jnp.maximum(jnp.sum(p.alive), 1)
     loss = jnp.sum(jnp.where(p.alive, p.cost + p.divergence + p.boundary, 0.0)) / n
     return loss, p
 
 
 def log_variance_loss(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, exploration: float = 0.0,
-                      sharding=None):
+                      sharding=None, clip_scale=1.0):
     """Log-variance loss: the unbiased batch variance of ``rnd`` over alive paths simulated with
     ``w = stop_gradient(u)`` (plus exploration noise). Needs ``N ≥ 2``. Returns ``(loss, paths)``."""
     if noise.x0.shape[0] < 2:
         raise ValueError(f"the log-variance loss needs a batch of at least 2 paths, got {noise.x0.shape[0]}")
     exploration = check_real("exploration", exploration, nonnegative=True)
-    p = simulate(control, cfg, logdensity_fn, noise, detach=True, exploration=exploration, sharding=sharding)
+    p = simulate(control, cfg, logdensity_fn, noise, detach=True, exploration=exploration, sharding=sharding,
+                 clip_scale=clip_scale)
     n = jnp.sum(p.alive)
     mean = jnp.sum(p.rnd) / jnp.maximum(n, 1)  # rnd is 0 on dropped paths
     var = jnp.sum(jnp.where(p.alive, (p.rnd - mean) ** 2, 0.0)) / jnp.maximum(n - 1, 1)

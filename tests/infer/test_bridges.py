@@ -40,16 +40,16 @@ def trained():
 @pytest.mark.slow
 def test_short_training_lowers_the_loss_and_finds_both_modes(trained):
     """DIS-LV on a 1-d two-mode target (modes ±2.5, sd 0.5), 150 steps: the mean LV loss of the last 30
-    steps is below 0.6 x that of the first 30 (measured 0.39-0.48 over seeds 0..5; the floor is the
-    Euler variance of 25 steps, ≈ 1 even for the exact control of N(0, 1)), each mode holds 30-70 % of
-    4000 draws (measured 48-51 %; binomial sd 0.008), and |log Ẑ| < 0.25 (measured 0.05-0.13 over seeds
-    0..5 at ESS 0.06-0.11; 0.25 is 4 MC sds √((1/ESS - 1)/N) at the lowest ESS)."""
+    steps is below 0.4 x that of the first 30 (measured 0.19-0.26 over seeds 0..5), each mode holds
+    40-60 % of 4000 draws (measured 49.3-51.0 %; binomial sd 0.008, so the band is > 10 sds), and
+    |log Ẑ| < 0.25 (measured 0.004-0.079 over seeds 0..5 at ESS 0.03-0.07; 0.25 is about 3 MC sds
+    √((1/ESS - 1)/N) at the lowest ESS)."""
     assert trained.converged and trained.skipped_updates == 0
     h = trained.loss_history
-    assert h[-30:].mean() < 0.6 * h[:30].mean()
+    assert h[-30:].mean() < 0.4 * h[:30].mean()
     out = trained.sample(4000, seed=1)
     share = np.mean(out.samples[:, 0] > 0)
-    assert 0.3 < share < 0.7
+    assert 0.4 < share < 0.6
     assert abs(out.log_Z) < 0.25
 
 
@@ -159,9 +159,10 @@ SCRIPT = textwrap.dedent("""
 
 def _sharded_run():
     import jax
-    b = train_bridge(gallery.gmm9(), "dis", "lv", num_steps=4, batch_size=64, num_time_steps=6, seed=3,
-                     progress=False, chunk_size=2, width=16, num_layers=1)
-    s = b.sample(256, seed=1)
+    # small and score-free ("plain": no second-order autodiff), so compilation stays short in both processes
+    b = train_bridge(gallery.gmm9(), "dis", "lv", num_steps=3, batch_size=32, num_time_steps=4, seed=3,
+                     progress=False, chunk_size=3, width=8, num_layers=1, parameterisation="plain")
+    s = b.sample(128, seed=1)
     return {"devices": jax.device_count(), "loss": b.loss_history.tolist(), "x": s.samples[:8].tolist(),
             "log_Z": s.log_Z}
 
@@ -171,7 +172,7 @@ def test_four_devices_follow_the_single_device_run(tmp_path):
     """The batch is sharded over 4 CPU devices (a fresh interpreter) and compared with this process's
     1-device run. The random stream does not depend on the device count (partitionable threefry), so
     both see the same noise and differ only by the order of float32 reductions (relative rounding
-    ~1e-7 per reduction, carried through 4 Adam steps). Tolerance 1e-3 relative: far above rounding,
+    ~1e-7 per reduction, carried through 3 Adam steps). Tolerance 1e-3 relative: far above rounding,
     far below what a wrong cross-device reduction gives (a per-device variance or an unaveraged
     gradient changes the loss and the draws at order 1)."""
     if jax.device_count() != 1:

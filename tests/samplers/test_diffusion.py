@@ -32,8 +32,11 @@ def test_official_defaults_and_bad_configuration():
     assert math.isclose(c.sigma ** 2, 0.2, rel_tol=1e-12)
     c = D.dis(3)
     assert (c.horizon, c.beta_min, c.beta_max, c.parameterisation) == (1.0, 0.1, 10.0, "interp")
+    assert c.integrator == "exponential" and D.dis(3, integrator="euler").integrator == "euler"
     c = D.dds(3)
-    assert math.isclose(c.horizon / c.num_time_steps, 0.05)
+    assert math.isclose(c.horizon / c.num_time_steps, 0.05)  # official: T = 12.8, mean step 0.05
+    with pytest.raises(ValueError, match="integrator"):
+        D.dds(2, integrator="euler")
     assert D.dds(3, parameterisation="no_score").parameterisation == "plain"
     with pytest.raises(ValueError, match="method"):
         D.make_config("sde", 2)
@@ -109,27 +112,34 @@ def test_zero_control_elbo_is_minus_kl_of_the_reference(method):
     assert abs(elbo - truth) < 5 * se
 
 
-def _dis_kernels(K, T=1.0, bmin=0.1, bmax=10.0):
-    """DIS step coefficients from the paper's definitions, in float64: forward Euler of the generative
-    SDE dX = ½β(T-s) X ds + √β dW, and the exact VP noising kernel backwards over each step."""
+def _dis_kernels(K, integrator, T=1.0, bmin=0.1, bmax=10.0):
+    """DIS step coefficients from the definitions, in float64: the exact VP noising kernel backwards over
+    each step (mean factor e^{-I/2}, variance 1 - e^{-I}, I = ∫β over the step) and the generative step:
+    Euler of dX = ½β(T-s) X ds + √β dW (β at the left end), or the variance-matched exponential step
+    (variance 1 - e^{-I}, mean factor e^{I/2}, control gain 2 sinh(I/2)/√(I/Δs))."""
     dt = T / K
     s_left = np.arange(K) * dt
-    beta = bmin + (T - s_left) / T * (bmax - bmin)
     B = lambda t: bmin * t + 0.5 * (bmax - bmin) * t ** 2 / T  # noqa: E731  ∫_0^t β
     inc = B(T - s_left) - B(T - s_left - dt)
-    return dict(dt=dt, beta=beta, a=1 + 0.5 * beta * dt, s=np.sqrt(beta * dt),
-                ba=np.exp(-0.5 * inc), bs=np.sqrt(1 - np.exp(-inc)))
+    out = dict(dt=dt, ba=np.exp(-0.5 * inc), bs=np.sqrt(1 - np.exp(-inc)))
+    if integrator == "euler":
+        beta = bmin + (T - s_left) / T * (bmax - bmin)
+        out.update(a=1 + 0.5 * beta * dt, s=np.sqrt(beta * dt), b=np.sqrt(beta) * dt)
+    else:
+        out.update(a=np.exp(0.5 * inc), s=np.sqrt(1 - np.exp(-inc)), b=2 * np.sinh(0.5 * inc) / np.sqrt(inc / dt))
+    return out
 
 
-def test_dis_zero_control_elbo_against_gaussian_recursion():
-    """DIS, zero control: X_0 ~ N(0, I), X_{k+1} = a_k X_k + s_k ε (Euler), so per coordinate
+@pytest.mark.parametrize("integrator", ["exponential", "euler"])
+def test_dis_zero_control_elbo_against_gaussian_recursion(integrator):
+    """DIS, zero control: X_0 ~ N(0, I), X_{k+1} = a_k X_k + s_k ε, so per coordinate
     Var X_k follows v ← a² v + s² (float64 recursion, independent of the code). Per coordinate and step
     the divergence term log F⁰ - log B has mean -½ + ½[(1 - a·ba)² v_k + ba² s²]/bs² + log(bs/s), so
     E[-rnd] = d/2 (1 + log 2π) - E Σ div + E log ρ(X_K) with ρ = N(m, diag v_t) unnormalised.
     Tolerance: 5 standard errors of the batch mean of -rnd."""
     d, n, K = 2, 4000, 20
-    cfg = D.dis(d, num_time_steps=K, parameterisation="plain", width=8)
-    c = _dis_kernels(K)
+    cfg = D.dis(d, num_time_steps=K, parameterisation="plain", width=8, integrator=integrator)
+    c = _dis_kernels(K, integrator)
     var, e_div = 1.0, 0.0
     for a, s, ba, bs in zip(c["a"], c["s"], c["ba"], c["bs"]):
         e_div += -0.5 + 0.5 * ((1 - a * ba) ** 2 * var + ba ** 2 * s ** 2) / bs ** 2 + math.log(bs / s)
@@ -165,16 +175,17 @@ def test_pis_follmer_drift_zero_log_variance_and_exact_log_z():
     """With the closed-form optimal control the path RND is constant in continuous time, so Var(rnd), the
     gradient of the LV loss with respect to a zero-initialised network added to the control
     (u = u* + NN, NN = 0 at its initial weights) and |log Ẑ - log Z| must shrink as the number of Euler
-    steps grows. Var(rnd) is O(Δt): it must fall by at least 2.5x per 4x steps (measured 4.0-4.6x over
-    seeds 0..5); the gradient norm (≤ 2 sd(rnd) sd(∂rnd), Cauchy-Schwarz) by at least 2x from K = 20
-    to 320 (measured 4.0-11.6x); log Ẑ comes within 0.02 of log Z at K = 320 (measured ≤ 0.0013)."""
-    d, n = 2, 2000
+    steps grows. Var(rnd) is O(Δt): it must fall by at least 2.5x per 4x steps (measured 3.9-4.8x over
+    noise keys 7..12); the gradient norm (≤ 2 sd(rnd) sd(∂rnd), Cauchy-Schwarz; a noisy Monte Carlo
+    estimate) by at least 1.5x from K = 10 to 160 (measured 2.2-13x); log Ẑ comes within 0.02 of log Z
+    at K = 160 (measured ≤ 0.005); at K = 40 Var(rnd) is < 1 % of the zero control's (measured 0.07-0.09 %)."""
+    d, n = 2, 1000
     m, v = np.array([1.5, -1.0]), np.array([0.3, 0.8])
     logz = 0.5 * np.sum(np.log(2 * np.pi * v))
     lp = gauss_logdensity(m, v)
     net = D.FourierMLP(d, 16, 1, key=jax.random.key(5))
     variances, grads, errs = [], [], []
-    for K in (20, 80, 320):
+    for K in (10, 40, 160):
         cfg = D.pis(d, num_time_steps=K, parameterisation="plain")
         u_opt = follmer_control(m, v, cfg.sigma, cfg.horizon)
         noise = D.draw_noise(jax.random.key(7), cfg, n)
@@ -187,10 +198,10 @@ def test_pis_follmer_drift_zero_log_variance_and_exact_log_z():
         grads.append(float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))))
         errs.append(abs(float(D.estimates(paths).log_Z) - logz))
     assert variances[1] < variances[0] / 2.5 and variances[2] < variances[1] / 2.5
-    assert grads[2] < grads[0] / 2
+    assert grads[2] < grads[0] / 1.5
     assert errs[2] < 0.02
     # against the untrained (zero-control) sampler the optimum is orders of magnitude better
-    cfg = D.pis(d, num_time_steps=80, parameterisation="plain")
+    cfg = D.pis(d, num_time_steps=40, parameterisation="plain")
     zero = D.simulate(lambda t, x, s: jnp.zeros_like(x), cfg, lp, D.draw_noise(jax.random.key(7), cfg, n))
     assert variances[1] < 0.01 * float(jnp.var(zero.rnd))
 
@@ -198,9 +209,11 @@ def test_pis_follmer_drift_zero_log_variance_and_exact_log_z():
 def test_dis_optimal_control_for_gaussian_target():
     """DIS with the exact VP score of p = N(m, diag v): p_t = N(√ᾱ_t m, ᾱ_t v + 1 - ᾱ_t),
     ᾱ_t = exp(-∫_0^t β), u*(x, s) = √β(T-s) ∇log p_{T-s}(x). The discrete weights are unbiased for Z at
-    every K: |log Ẑ - log Z| < 5 MC sds (sd of log Ẑ ≈ √((1/ESS - 1)/N), the delta method), and the ELBO
-    gap log Z - ELBO = KL(P^u | Q) falls as K grows (O(Δs): ≥ 2x per 4x steps; measured 2.95-3.82x over
-    seeds 0..5)."""
+    every K: |log Ẑ - log Z| < 5 MC sds (sd of log Ẑ ≈ √((1/ESS - 1)/N), the delta method). Even in
+    continuous time rnd is not constant: the generative process starts from the prior N(0, I), not from
+    p_T, so Var(rnd) → V_∞ = Var_{N(0,I)}[log p_T(X) - log N(X; 0, I)] (closed form below, 0.0080).
+    The excess Var(rnd) - V_∞ is the discretisation error, O(Δs): it must fall ≥ 2.5x from K = 25 to
+    100 and ≥ 2x from 100 to 400 (measured 3.7-4.3x and 3.2-5.1x over noise keys 11..16)."""
     d, n = 2, 4000
     m, v = np.array([1.0, -0.5]), np.array([0.5, 1.5])
     logz = 0.5 * np.sum(np.log(2 * np.pi * v))
@@ -213,64 +226,78 @@ def test_dis_optimal_control_for_gaussian_target():
         ab = jnp.exp(-int_beta)
         return diffusion * (-(x - jnp.sqrt(ab) * mj) / (ab * vj + 1.0 - ab))
 
-    gaps = []
+    # per coordinate log N(x; μ, V) - log N(x; 0, 1) = x²(1 - 1/V)/2 + xμ/V + c, x ~ N(0, 1)
+    ab_T = math.exp(-(0.1 + 0.5 * 9.9))
+    mu_T, var_T = math.sqrt(ab_T) * m, ab_T * v + 1 - ab_T
+    v_inf = float(np.sum(2 * (0.5 * (1 - 1 / var_T)) ** 2 + (mu_T / var_T) ** 2))
+    excess = []
     for K in (25, 100, 400):
         cfg = D.dis(d, num_time_steps=K, parameterisation="plain")
-        est = D.estimates(D.simulate(u_opt, cfg, lp, D.draw_noise(jax.random.key(11), cfg, n)))
+        paths = D.simulate(u_opt, cfg, lp, D.draw_noise(jax.random.key(11), cfg, n))
+        est = D.estimates(paths)
         sd = math.sqrt((1 / float(est.ess) - 1) / n)
         assert abs(float(est.log_Z) - logz) < 5 * sd + 1e-4
-        gaps.append(logz - float(est.elbo))
-    assert gaps[1] < gaps[0] / 2 and gaps[2] < gaps[1] / 2
+        excess.append(float(jnp.var(paths.rnd)) - v_inf)
+    assert excess[1] < excess[0] / 2.5 and excess[2] < excess[1] / 2
 
 
-def test_dis_interpolation_control_is_optimal_for_standard_normal():
-    """DIS's "interp" control at initialisation (NN = 0, c(s) = 1) is u = -√β x, the exact time reversal of
-    VP noising for p = N(0, I); Var(rnd) is then O(Δs): must fall ≥ 2.5x per 4x steps (measured 3.37-3.96x
-    over seeds 0..5)."""
+def test_dis_interpolation_control_is_exact_for_standard_normal():
+    """DIS's "interp" control at initialisation (NN = 0, c(s) = 1) is u = -σ x, the time reversal of VP
+    noising for p = N(0, I). With the variance-matched exponential step it reproduces the reversed noising
+    kernel N(e^{-I/2} x, 1 - e^{-I}) exactly, so rnd is the same constant on every path for every K:
+    sd(rnd) < 1e-3 (float32 rounding of K·d terms of size ≲ 10 is ~1e-5), log Ẑ = log Z = 0 within
+    1e-4 and ESS = 1. Euler's step variance β(left)Δs differs from the kernel's 1 - e^{-I}, which no
+    control can repair: there Var(rnd) only falls as O(Δs) (≥ 2.5x from 25 to 100 steps; measured
+    3.1-3.6x over noise keys 1..6) and is > 0.3 at 100 steps (the variance-ratio floor ½(1 - r)² summed
+    over steps and coordinates alone is 0.43 for d = 3)."""
     d = 3
     lp = gauss_logdensity(np.zeros(d), 1.0, -0.5 * d * LOG2PI)
-    out = []
-    for K in (25, 100, 400):
-        cfg = D.dis(d, num_time_steps=K, width=8)
-        model = D.init_control(cfg, jax.random.key(0))
-        p = D.simulate(model, cfg, lp, D.draw_noise(jax.random.key(1), cfg, 2000))
-        out.append(float(jnp.var(p.rnd)))
-    assert out[1] < out[0] / 2.5 and out[2] < out[1] / 2.5
+    euler = []
+    for K in (25, 100):
+        for integrator in ("exponential", "euler"):
+            cfg = D.dis(d, num_time_steps=K, width=8, integrator=integrator)
+            model = D.init_control(cfg, jax.random.key(0))
+            p = D.simulate(model, cfg, lp, D.draw_noise(jax.random.key(1), cfg, 1000))
+            if integrator == "exponential":
+                est = D.estimates(p)
+                assert float(jnp.std(p.rnd)) < 1e-3
+                assert abs(float(est.log_Z)) < 1e-4 and float(est.ess) > 1 - 1e-5
+            else:
+                euler.append(float(jnp.var(p.rnd)))
+    assert euler[1] < euler[0] / 2.5 and euler[1] > 0.3
 
 
 # ------------------------------------------------------------------------------------------------
 # losses against a naive float64 re-implementation
 # ------------------------------------------------------------------------------------------------
-def _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, detach_explore):
+def _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, detach_explore, integrator=None):
     """The paper's formulas in a plain float64 loop (no shared code): u(t, x) = tanh(W x + c t)."""
     d = x0n.shape[1]
     if method == "pis":
         T, sig = 5.0, math.sqrt(0.2)
         dt = T / K
+        times = np.arange(K) * dt
         x = np.zeros_like(x0n)
         a = np.ones(K); b = sig * dt * np.ones(K); s = sig * math.sqrt(dt) * np.ones(K)
     elif method == "dis":
         T = 1.0
         dt = T / K
+        times = np.arange(K) * dt
         x = x0n.copy()
-        kern = _dis_kernels(K)
-        beta = kern["beta"]
-        a = 1 + 0.5 * beta * dt; b = np.sqrt(beta) * dt; s = np.sqrt(beta * dt)
-    else:
+        kern = _dis_kernels(K, integrator)
+        a, b, s = kern["a"], kern["b"], kern["s"]
+    else:  # DDS: Vargas et al.'s cosine grid (steps ∝ cos⁴, summing to T) and exponential integrator
         T = 12.8
-        dt = T / K
+        phase = 0.5 * np.pi * (np.linspace(0, 1, K + 1) + 0.008) / 1.008
+        steps = T * np.cos(phase) ** 4 / np.sum(np.cos(phase) ** 4)
+        alpha = np.minimum(steps[:K], 0.999)
+        times = np.concatenate([[0.0], np.cumsum(steps[:K - 1])])
         x = x0n.copy()
-        tt = np.linspace(0, 1, K + 1)
-        f = np.cos(0.5 * np.pi * (tt + 0.008) / 1.008) ** 2
-        ab = f / f[0]
-        alpha = np.array([min(1 - ab[j + 1] / ab[j], 0.999) for j in range(K)])[::-1]
-        a = np.sqrt(1 - alpha)
-        beta = -2 * np.log(a) / dt
-        s = np.sqrt(alpha); b = 2 * (1 - a) / np.sqrt(beta)
+        a = np.sqrt(1 - alpha); s = np.sqrt(alpha); b = alpha
     x_start = x.copy()
     cost = np.zeros(len(x)); cross = np.zeros(len(x)); ito = np.zeros(len(x)); div = np.zeros(len(x))
     for k in range(K):
-        t = k * dt
+        t = times[k]
         u = np.tanh(x @ W.T + c * t)
         h = (b[k] / s[k]) ** 2
         w = u + (detach_explore * xi[k] / math.sqrt(h))
@@ -292,8 +319,9 @@ def _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, detach_explore):
     return cost, cross, ito, bnd
 
 
-@pytest.mark.parametrize("method", ["pis", "dis", "dds"])
-def test_losses_match_naive_float64_loop_on_fixed_noise(method):
+@pytest.mark.parametrize("method,integrator", [("pis", "euler"), ("dis", "exponential"), ("dis", "euler"),
+                                               ("dds", "exponential")])
+def test_losses_match_naive_float64_loop_on_fixed_noise(method, integrator):
     """KL loss = mean(cost + boundary), LV loss = unbiased variance of rnd (with exploration η = 0.5
     on the LV paths): float32 against float64 to 1e-4 relative plus 1e-4 absolute (K = 12 steps of
     O(1) terms; float32 rounding is ~1e-6 per operation)."""
@@ -303,7 +331,7 @@ def test_losses_match_naive_float64_loop_on_fixed_noise(method):
     c = rng.normal(size=d)
     m, v = np.array([0.5, -1.0]), np.array([0.7, 1.3])
     lp_np = lambda x: -0.5 * np.sum((x - m) ** 2 / v)  # noqa: E731
-    cfg = D.make_config(method, d, num_time_steps=K, parameterisation="plain")
+    cfg = D.make_config(method, d, num_time_steps=K, parameterisation="plain", integrator=integrator)
     noise = D.draw_noise(jax.random.key(4), cfg, n)
     Wj, cj = jnp.asarray(W, jnp.float32), jnp.asarray(c, jnp.float32)
 
@@ -314,7 +342,7 @@ def test_losses_match_naive_float64_loop_on_fixed_noise(method):
     for eta, loss_fn in ((0.0, D.kl_loss), (0.5, D.log_variance_loss)):
         kw = {"exploration": eta} if eta else {}
         val, _ = loss_fn(u, cfg, gauss_logdensity(m, v), noise, **kw)
-        cost, cross, ito, bnd = _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, eta)
+        cost, cross, ito, bnd = _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, eta, integrator)
         truth = np.mean(cost + bnd) if eta == 0 else np.var(cost + cross + ito + bnd, ddof=1)
         assert abs(float(val) - truth) < 1e-4 * abs(truth) + 1e-4, (method, eta, float(val), truth)
 
@@ -323,7 +351,7 @@ def test_losses_match_naive_float64_loop_on_fixed_noise(method):
 # LV gradient = 2 x KL gradient at w = u, in expectation
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["pis", "dis"])
+@pytest.mark.parametrize("method", ["dis"])  # DIS: the Girsanov sums and the path-dependent divergence term
 def test_log_variance_gradient_is_twice_kl_gradient_in_expectation(method):
     """At w = u (no off-policy noise) E[∇ Var(rnd)] = 2 E[rnd ∫∇u·dW] = 2 ∇KL (score-function identity,
     Richter & Berner Sec. 3.2; it holds exactly for the discrete Girsanov sums used here). Both gradients
@@ -371,6 +399,8 @@ def test_non_finite_target_drops_and_counts_paths_and_keeps_gradients_finite():
     cfg = D.pis(d, num_time_steps=5, width=8)
     lp = lambda x: jnp.where(x[0] > 0, -0.5 * jnp.sum(x * x), -jnp.inf)  # noqa: E731
     model = D.init_control(cfg, jax.random.key(0))
+    # PIS-grad with a zero score factor: the control is 0 but ∇log ρ is still evaluated (and differentiated)
+    model = eqx.tree_at(lambda q: q.scale.out.bias, model, jnp.zeros_like(model.scale.out.bias))
     noise = D.draw_noise(jax.random.key(1), cfg, n)
     for loss_fn in (D.kl_loss, D.log_variance_loss):
         (val, paths), g = eqx.filter_value_and_grad(
