@@ -48,7 +48,15 @@ grows with ``d`` (``C^{-T} u u^T C^T A`` on a Gaussian target), so the stochasti
 Step size: for ``h <= 1/beta`` FB-GVI converges to the minimiser; for ``1/beta < h < 2/beta`` the iterates stay
 bounded and positive definite but settle at a biased point (on a Gaussian target, the directions of
 curvature ``a > 1/h`` end with a variance other than ``1/a``; measured and tested), and for ``h > 2/beta`` the
-explicit mean step diverges as gradient descent would.
+explicit mean step diverges as gradient descent would. ``beta`` is the largest curvature *where the iterates
+go*: from ``N(0, I)`` on a logistic regression that is the curvature at 0 (1890 on the breast-cancer data),
+22x the curvature near the posterior (85), so FB-GVI crawls at ``h = 1/1890``; ``init="laplace"`` starts it
+near the posterior, where ``h`` = 1 / (largest eigenvalue of the inverse Laplace covariance) is safe, and
+that is what makes it competitive there (``benchmarks/bench_gvi.py``: W2 0.20 to the NUTS reference at
+10,000 gradients, Laplace search included, against 0.26 for BlackJAX's full-rank VI; from ``N(0, I)`` 1.5).
+For the stochastic form with the autodiff Hessian, an antithetic pair of draws (``num_samples=2,
+antithetic=True``) makes the gradient average exact for a quadratic ``V``: on a Gaussian target the
+iteration is then deterministic and converges linearly instead of stalling at a noise floor.
 
 **BW-SGD** (Lambert, Chewi, Bach, Bonnabel & Rigollet, "Variational inference via Wasserstein gradient
 flows", NeurIPS 2022): the same mean step, and ``S+ = M S M`` with ``M = I - h (E[hess V] - S^{-1})``: the
