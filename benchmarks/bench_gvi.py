@@ -178,12 +178,14 @@ def blackjax_fit(logdensity, d, budget, lr, seeds):
 # step sizes of the Bures-Wasserstein methods in units of 1/beta (beta: largest Hessian eigenvalue of -log pi);
 # FB-GVI configurations are (c, draws per step, antithetic)
 GRIDS_FULL = {
-    "fb": [(c, n, n == 2) for c in (0.5, 1.0, 2.0) for n in (1, 2)], "fb_stein": [(c, 10, True) for c in (0.002, 0.005, 0.01)],
+    "fb": [(c, n, n == 2) for c in (0.5, 1.0, 2.0) for n in (1, 2)],
+    "fb_stein": [(c, 10, True) for c in (0.01, 0.02, 0.05, 0.1)] + [(0.2, 50, True)],
     "fb_laplace": [(c, 2, True) for c in (0.5, 1.0, 2.0)], "bw_sgd": [0.1, 0.2, 0.5], "batch_match": [1.0, 10.0, 100.0],
     "numpyro_mvn": [1e-3, 3e-3, 1e-2, 3e-2], "blackjax_fullrank": [1e-3, 3e-3, 1e-2, 3e-2],
 }
 GRIDS_QUICK = {
-    "fb": [(1.0, 1, False), (1.0, 2, True)], "fb_stein": [(0.005, 10, True)], "fb_laplace": [(1.0, 2, True)],
+    "fb": [(1.0, 1, False), (1.0, 2, True)], "fb_stein": [(0.02, 10, True), (0.05, 10, True)],
+    "fb_laplace": [(1.0, 2, True)],
     "bw_sgd": [0.2], "batch_match": [10.0],
     # the peers' learning rate is traced (no recompilation), so quick mode scans their full grid
     "numpyro_mvn": [1e-3, 3e-3, 1e-2, 3e-2], "blackjax_fullrank": [1e-3, 3e-3, 1e-2, 3e-2],
