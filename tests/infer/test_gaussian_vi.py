@@ -173,6 +173,7 @@ def test_stochastic_fb_with_averaging_reaches_the_predicted_noise_level(x64):
     np.testing.assert_allclose(qs[0].cov, S, rtol=1e-8, atol=1e-10)
 
 
+@pytest.mark.slow
 def test_stein_and_autodiff_hessians_match_the_closed_form_expectation(x64):
     # V(x) = 1/4 sum x_i^4 + exp(a^T x) has, under q = N(m, S), the closed form
     #   E_q[hess V] = diag(3 (m_i^2 + S_ii)) + a a^T exp(a^T m + a^T S a / 2).
