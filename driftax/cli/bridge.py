@@ -34,6 +34,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--time-steps", type=int, default=50, help="SDE solver steps")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (decayed to 2%%)")
     p.add_argument("--exploration", type=float, default=0.0, help="off-policy noise of the LV loss")
+    p.add_argument("--no-score", action="store_true",
+                   help="*_no_score variant: the network alone, never differentiating the target")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", type=Path, default=None, help="save the trained control to this file")
     p.add_argument("--load", type=Path, default=None, help="load a saved control instead of training")
@@ -60,7 +62,8 @@ def run(args) -> int:
     else:
         bridge = train_bridge(target, args.method, args.loss, num_steps=args.steps, batch_size=args.batch,
                               num_time_steps=args.time_steps, learning_rate=args.lr,
-                              exploration=args.exploration, seed=args.seed, progress=not args.no_progress)
+                              exploration=args.exploration, seed=args.seed, progress=not args.no_progress,
+                              parameterisation="plain" if args.no_score else None)
         print(f"trained {args.method}-{args.loss} on {target.name} (dim {target.dim}): {args.steps} steps x "
               f"{args.batch} paths x {args.time_steps} time steps in {bridge.seconds:.1f} s; final loss "
               f"{float(bridge.loss_history[-1]):.4g}; skipped updates {bridge.skipped_updates}")

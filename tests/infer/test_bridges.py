@@ -196,7 +196,7 @@ def test_cli_trains_saves_loads_and_samples(tmp_path, capsys):
 
     ctl, out = tmp_path / "c.eqx", tmp_path / "x.npy"
     rc = main(["bridge", "--target", "gaussian", "--dim", "2", "--method", "pis", "--steps", "2", "--batch", "16",
-               "--time-steps", "4", "--samples", "50", "--save", str(ctl), "--no-progress"])
+               "--time-steps", "4", "--samples", "50", "--save", str(ctl), "--no-progress", "--no-score"])
     assert rc == 0 and ctl.exists()
     rc = main(["bridge", "--target", "gaussian", "--dim", "2", "--load", str(ctl), "--samples", "40",
                "--out", str(out)])

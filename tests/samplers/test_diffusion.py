@@ -253,17 +253,16 @@ def test_dis_interpolation_control_is_exact_for_standard_normal():
     d = 3
     lp = gauss_logdensity(np.zeros(d), 1.0, -0.5 * d * LOG2PI)
     euler = []
-    for K in (25, 100):
-        for integrator in ("exponential", "euler"):
-            cfg = D.dis(d, num_time_steps=K, width=8, integrator=integrator)
-            model = D.init_control(cfg, jax.random.key(0))
-            p = D.simulate(model, cfg, lp, D.draw_noise(jax.random.key(1), cfg, 1000))
-            if integrator == "exponential":
-                est = D.estimates(p)
-                assert float(jnp.std(p.rnd)) < 1e-3
-                assert abs(float(est.log_Z)) < 1e-4 and float(est.ess) > 1 - 1e-5
-            else:
-                euler.append(float(jnp.var(p.rnd)))
+    for K, integrator in ((25, "exponential"), (25, "euler"), (100, "euler")):  # exact at any K: one suffices
+        cfg = D.dis(d, num_time_steps=K, width=8, integrator=integrator)
+        model = D.init_control(cfg, jax.random.key(0))
+        p = D.simulate(model, cfg, lp, D.draw_noise(jax.random.key(1), cfg, 1000))
+        if integrator == "exponential":
+            est = D.estimates(p)
+            assert float(jnp.std(p.rnd)) < 1e-3
+            assert abs(float(est.log_Z)) < 1e-4 and float(est.ess) > 1 - 1e-5
+        else:
+            euler.append(float(jnp.var(p.rnd)))
     assert euler[1] < euler[0] / 2.5 and euler[1] > 0.3
 
 
