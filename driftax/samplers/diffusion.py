@@ -69,8 +69,9 @@ sampler is the uncontrolled process) plus the score-informed parameterisations o
 ``u = clip(NN(s, x)) + σ(s) c(s)·clip[(1 - s/T) ∇log p_prior(x) + (s/T) ∇log ρ(x)]`` with a learnt
 scalar time-only network ``c(s)`` (initialised at 0.01 for "grad", 1 for "interp"); ``"plain"``
 (``*_no_score``) uses the network alone and never differentiates ``ρ``. Clipping is elementwise, at
-``nn_clip`` / ``grad_clip`` (official 10, raised 5x after 200 and again after 400 training steps:
-``clip_scale``).
+``nn_clip`` / ``grad_clip`` (final value 250; the official runs start at 10 and raise it 5x after 200
+and again after 400 of 60,000 steps, which `driftax.infer.train_bridge` applies at the same fractions
+of its run through ``clip_scale``).
 """
 from __future__ import annotations
 
