@@ -21,7 +21,14 @@ Euclidean cost scaled to max 1, n in {500, 1000, 2000} (``--quick``: 500, 1000),
 and float32; POT ``ot.sinkhorn`` and ``sinkhorn_stabilized``, OTT-JAX, driftax ``sinkhorn`` and ``sns``; L1 target
 1e-6 in float64, 1e-5 in float32, recomputed in float64 from each plan; POT's threshold tightened as above) and
 ``batched`` (64 problems of n = 200 at eps 1e-2 and 1e-3, float64, L1 target 1e-8: driftax ``sns_batch`` and
-``sinkhorn_batch`` against loops of single solves and OTT-JAX under ``vmap``; seconds per problem).
+``sinkhorn_batch`` against loops of single solves and OTT-JAX under ``vmap``; seconds per problem). In the
+moderate table every solver is timed ``--reps`` times (7) in turns with the others (round ``i`` runs each once, in a
+rotated order, so that all meet the same load) and the median is reported, compile apart. ``--clock cpu`` times
+both tables in CPU seconds of the process (all threads): on a machine shared with other jobs it measures the work
+done rather than the time slices received. POT's BLAS threads suffer most from a loaded machine; run with
+``OPENBLAS_NUM_THREADS=1`` there (it was 2-5x faster for POT at n = 1000 under load). OTT-JAX and regot are
+optional: ``pip install --target DIR ott-jax jaxopt lineax regot --no-deps`` and ``PYTHONPATH=DIR`` adds them
+without touching the project's environment.
 
 Problems of the hard table: (a) uniform point clouds in [0,1]^2, squared Euclidean, n in {500, 2000}
 (``--quick``: 500 only),
@@ -331,6 +338,10 @@ def available(name):
 
 # --------------------------------------------------------------------------- moderate-epsilon table (issue 14)
 
+# Clock of the moderate and batched tables (--clock): wall seconds, or the process's CPU seconds (all its threads),
+# which on a machine shared with other jobs measures the work done instead of the time slices received.
+CLOCK = time.perf_counter
+
 MODERATE_TOL = {"float64": 1e-6, "float32": 1e-5}
 MODERATE_SOLVERS = ("pot_sinkhorn", "pot_sinkhorn_stabilized", "ott_sinkhorn", "driftax_sinkhorn", "driftax_sns")
 
@@ -346,37 +357,54 @@ def moderate_problem(n, dtype):
 
 
 def _timed(run, reps=3, budget=2.0):
-    """(result, best seconds of up to ``reps`` runs; runs over ``budget`` seconds are not repeated)."""
-    t0 = time.perf_counter()
+    """(result, median seconds of up to ``reps`` runs; runs over ``budget`` seconds are not repeated)."""
+    t0 = CLOCK()
     out = run()
-    best = time.perf_counter() - t0
-    for _ in range(reps - 1):
-        if best >= budget:
-            break
-        t0 = time.perf_counter()
+    times = [CLOCK() - t0]
+    while len(times) < reps and times[0] < budget:
+        t0 = CLOCK()
         out = run()
-        best = min(best, time.perf_counter() - t0)
-    return out, best
+        times.append(CLOCK() - t0)
+    return out, float(np.median(times))
 
 
-def _moderate_pot(fn, a, b, C, eps, target, C64):
+def interleaved_times(runs: dict, reps: int, budget: float = 6.0, min_reps: int = 3):
+    """Wall times of several solvers on one problem, taken in turns (round ``i`` runs every solver once, in an
+    order rotated by ``i``) so that all of them meet the same load on a shared machine. A solver is repeated
+    ``reps`` times, or ``min_reps`` times once its runs have taken ``budget`` seconds in all. Returns
+    ``{name: list of seconds}``."""
+    names = list(runs)
+    times = {k: [] for k in names}
+    for i in range(reps):
+        order = names[i % len(names):] + names[:i % len(names)]
+        for k in order:
+            if len(times[k]) >= min_reps and sum(times[k]) >= budget:
+                continue
+            t0 = CLOCK()
+            runs[k]()
+            times[k].append(CLOCK() - t0)
+    return times
+
+
+def _prep_pot(fn, a, b, C, eps, target, C64):
+    """POT with its threshold tightened until the recomputed error meets the target: ``(run, error, 0.0)``."""
     import warnings
     thr = target
     for _ in range(MAX_TRIES):
-        def run():
+        def run(thr=thr):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 return fn(a, b, C, eps, numItermax=1_000_000, stopThr=thr, warn=False)
-        P, secs = _timed(run)
+        P = run()
         err = l1_error_from_plan(P, a.astype(np.float64), b.astype(np.float64)) if np.all(np.isfinite(P)) \
             else float("nan")
         if not (np.isfinite(err) and err > target):
             break
         thr /= 4
-    return secs, err
+    return run, err, 0.0
 
 
-def _moderate_ott(a, b, C, eps, target, C64):
+def _prep_ott(a, b, C, eps, target, C64):
     from ott.geometry import geometry
     from ott.problems.linear import linear_problem
     from ott.solvers.linear import sinkhorn
@@ -390,12 +418,16 @@ def _moderate_ott(a, b, C, eps, target, C64):
         return out.f, out.g
 
     args = (jnp.asarray(C), jnp.asarray(a), jnp.asarray(b))
-    jax.block_until_ready(solve(*args))
-    (f, g), secs = _timed(lambda: jax.block_until_ready(solve(*args)))
-    return secs, l1_error_from_potentials(f, g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+    t0 = time.perf_counter()
+    f, g = jax.block_until_ready(solve(*args))
+    compile_s = time.perf_counter() - t0
+    err = l1_error_from_potentials(f, g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+    return (lambda: jax.block_until_ready(solve(*args))), err, compile_s
 
 
-def _moderate_driftax(solver, a, b, C, eps, target, C64):
+def _prep_driftax(solver, a, b, C, eps, target, C64):
+    """The public call on NumPy inputs, as a user makes it (validation, conversion and the solve timed);
+    compile seconds from the first call."""
     import warnings
     dt = jnp.float32 if C.dtype == np.float32 else jnp.float64
 
@@ -403,19 +435,24 @@ def _moderate_driftax(solver, a, b, C, eps, target, C64):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # float32 with a small tol
             return jax.block_until_ready(solver(a, b, C, eps, tol=target, dtype=dt))
-    run()  # compile
-    res, secs = _timed(run)
-    return secs, l1_error_from_potentials(res.f, res.g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+    t0 = time.perf_counter()
+    run()
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    res = run()
+    compile_s = max(first - (time.perf_counter() - t0), 0.0)
+    err = l1_error_from_potentials(res.f, res.g, C64, eps, a.astype(np.float64), b.astype(np.float64))
+    return run, err, compile_s
 
 
-def run_moderate(quick: bool, solvers):
+def run_moderate(quick: bool, solvers, reps: int = 7):
     import ot
     fns = {
-        "pot_sinkhorn": lambda *x: _moderate_pot(ot.bregman.sinkhorn_knopp, *x),
-        "pot_sinkhorn_stabilized": lambda *x: _moderate_pot(ot.bregman.sinkhorn_stabilized, *x),
-        "ott_sinkhorn": _moderate_ott,
-        "driftax_sinkhorn": lambda *x: _moderate_driftax(tr.sinkhorn, *x),
-        "driftax_sns": lambda *x: _moderate_driftax(tr.sns, *x),
+        "pot_sinkhorn": lambda *x: _prep_pot(ot.bregman.sinkhorn_knopp, *x),
+        "pot_sinkhorn_stabilized": lambda *x: _prep_pot(ot.bregman.sinkhorn_stabilized, *x),
+        "ott_sinkhorn": _prep_ott,
+        "driftax_sinkhorn": lambda *x: _prep_driftax(tr.sinkhorn, *x),
+        "driftax_sns": lambda *x: _prep_driftax(tr.sns, *x),
     }
     rows = []
     for dtype in ("float64", "float32"):
@@ -423,18 +460,23 @@ def run_moderate(quick: bool, solvers):
             a, b, C, C64 = moderate_problem(n, dtype)
             for eps in (0.05, 0.01):
                 target = MODERATE_TOL[dtype]
+                prepared = {}
                 for s in solvers:
                     if s not in fns or not available(s):
                         continue
                     try:
-                        secs, err = fns[s](a, b, C, eps, target, C64)
+                        prepared[s] = fns[s](a, b, C, eps, target, C64)
                     except Exception as e:  # a failing peer is reported, not fatal
                         print(f"  moderate {s} failed n={n} eps={eps} {dtype}: {type(e).__name__}: {e}")
-                        continue
-                    row = dict(n=n, epsilon=eps, dtype=dtype, solver=s, seconds=float(secs),
-                               marginal_error=float(err), converged=bool(err <= target))
+                times = interleaved_times({s: v[0] for s, v in prepared.items()}, reps)
+                for s, (_, err, compile_s) in prepared.items():
+                    ts = times[s]
+                    row = dict(n=n, epsilon=eps, dtype=dtype, solver=s, seconds=float(np.median(ts)),
+                               marginal_error=float(err), converged=bool(err <= target), seconds_min=float(min(ts)),
+                               repetitions=len(ts), compile_seconds=float(compile_s))
                     rows.append(row)
-                    print(f"  moderate n={n:<5} eps={eps:<5} {dtype} {s:<24} {secs:8.4f}s  err={err:.2e}"
+                    print(f"  moderate n={n:<5} eps={eps:<5} {dtype} {s:<24} median {row['seconds']:8.4f}s "
+                          f"(min {row['seconds_min']:.4f}, {len(ts)} runs, compile {compile_s:.2f}s)  err={err:.2e}"
                           f"{'' if row['converged'] else '  MISSED TARGET'}", flush=True)
     return rows
 
@@ -471,6 +513,7 @@ def moderate_lines(rows):
 # --------------------------------------------------------------------------- batched table (issue 14)
 
 BATCH_TOL = 1e-8
+BATCH_CAP = 30.0  # seconds for one batched OTT-JAX run
 
 
 def batched_problems(B, n, seed=7):
@@ -497,13 +540,15 @@ def run_batched(quick: bool):
             res, secs = _timed(lambda: jax.block_until_ready(fn(a, b, C, eps, **kw)), reps=2)
             errs = [check(res.f[i], res.g[i], i) for i in range(B)]
             entries[name] = (secs / B, max(errs), res)
-        # loops of single solves (each compiled once before timing)
+        # loops of single solves, after a first untimed loop: SNS compiles a Newton stage per sparsity budget k
+        # (and a continuation when a stage stalls), which differ between problems
         for name, fn in (("driftax_sns_loop", tr.sns), ("driftax_sinkhorn_loop", tr.sinkhorn)):
             kw = dict(tol=BATCH_TOL)
-            jax.block_until_ready(fn(a[0], b[0], C[0], eps, **kw))
-            t0 = time.perf_counter()
+            for i in range(B):
+                jax.block_until_ready(fn(a[i], b[i], C[i], eps, **kw))
+            t0 = CLOCK()
             out = [jax.block_until_ready(fn(a[i], b[i], C[i], eps, **kw)) for i in range(B)]
-            secs = time.perf_counter() - t0
+            secs = CLOCK() - t0
             errs = [check(r.f, r.g, i) for i, r in enumerate(out)]
             entries[name] = (secs / B, max(errs), out)
         if available("ott_sinkhorn"):
@@ -511,15 +556,24 @@ def run_batched(quick: bool):
             from ott.problems.linear import linear_problem
             from ott.solvers.linear import sinkhorn
 
-            solver = sinkhorn.Sinkhorn(threshold=BATCH_TOL, norm_error=1, max_iterations=100_000,
-                                       inner_iterations=10, lse_mode=True)
+            def build(max_iterations):
+                solver = sinkhorn.Sinkhorn(threshold=BATCH_TOL, norm_error=1, max_iterations=max_iterations,
+                                           inner_iterations=10, lse_mode=True)
 
-            def one(C, a, b):
-                out = solver(linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b))
-                return out.f, out.g
+                def one(C, a, b):
+                    out = solver(linear_problem.LinearProblem(geometry.Geometry(cost_matrix=C, epsilon=eps), a, b))
+                    return out.f, out.g
+                return jax.jit(jax.vmap(one))
 
-            fn = jax.jit(jax.vmap(one))
             args = (jnp.asarray(C), jnp.asarray(a), jnp.asarray(b))
+            # an iteration cap from a 100-iteration probe, so that one batched run stops near BATCH_CAP seconds
+            # (under vmap every problem iterates until the slowest converges; a capped run is marked '*')
+            probe = build(100)
+            jax.block_until_ready(probe(*args))
+            t0 = CLOCK()
+            jax.block_until_ready(probe(*args))
+            per_it = (CLOCK() - t0) / 100
+            fn = build(int(min(100_000, max(1000, BATCH_CAP / max(per_it, 1e-9)))))
             jax.block_until_ready(fn(*args))
             (f, g), secs = _timed(lambda: jax.block_until_ready(fn(*args)), reps=2)
             errs = [check(f[i], g[i], i) for i in range(B)]
@@ -759,7 +813,12 @@ def main(argv=None):
     ap.add_argument("--tables", default="hard,moderate,batched",
                     help="comma-separated tables: hard (small epsilon, iterations), moderate (issue 14: point "
                     "clouds at eps 0.05 / 0.01, float64 and float32), batched (64 problems of n = 200)")
+    ap.add_argument("--reps", type=int, default=7, help="timed runs per solver in the moderate table (median)")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="moderate and batched tables: wall seconds, or CPU seconds of this process (a shared machine)")
     args = ap.parse_args(argv)
+    global CLOCK
+    CLOCK = time.perf_counter if args.clock == "wall" else time.process_time
     tables = set(args.tables.split(","))
     for t in tables:
         if t not in ("hard", "moderate", "batched"):
@@ -806,8 +865,9 @@ def main(argv=None):
     moderate = []
     if "moderate" in tables:
         print(f"\nmoderate epsilon (issue 14): cost scaled to max 1, L1 marginal error target {MODERATE_TOL} "
-              "recomputed in float64 from each plan; best of 3, compile excluded")
-        moderate = run_moderate(args.quick, [s for s in MODERATE_SOLVERS if s in names or s not in SOLVERS])
+              f"recomputed in float64 from each plan; median of {args.reps} runs taken in turns, compile excluded")
+        moderate = run_moderate(args.quick, [s for s in MODERATE_SOLVERS if s in names or s not in SOLVERS],
+                                reps=args.reps)
         print("\nseconds ('*' = recomputed error above the target); target: driftax_sinkhorn at least as fast as "
               "the fastest converging POT solver")
         for line in moderate_lines(moderate):
@@ -840,7 +900,8 @@ def main(argv=None):
             "batched": [{k: r[k] for k in ("n", "epsilon", "batch", "solver", "seconds_per_problem")}
                         for r in batched],
             "meta": dict(tol=TOL, norm="l1", dtype="float64", cap_seconds=cap, quick=args.quick,
-                         cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version()),
+                         cpus=os.cpu_count(), jax=jax.__version__, python=platform.python_version(),
+                         blas_threads=os.environ.get("OPENBLAS_NUM_THREADS"), clock=args.clock),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False))

@@ -202,7 +202,7 @@ def _positive_scalar(x, name: str, dtype):
     v = float(arr)
     if not np.isfinite(v) or v <= 0:
         raise ValueError(f"{name} must be a positive finite number, got {v}")
-    return jnp.asarray(v, dtype=dtype)
+    return np.asarray(v, dtype=np.dtype(dtype))  # (a NumPy scalar: a compiled call takes it without a dispatch)
 
 
 def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
@@ -225,8 +225,15 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
     n, m = cost_arr.shape
     if n == 0 or m == 0:
         raise ValueError(f"cost must be non-empty, got shape {cost_arr.shape}")
-    a_arr = jnp.full((n,), 1.0 / n, dtype=dtype) if a is None else jnp.asarray(a, dtype=dtype)
-    b_arr = jnp.full((m,), 1.0 / m, dtype=dtype) if b is None else jnp.asarray(b, dtype=dtype)
+    if _any_tracer(a, b, cost_arr):
+        a_arr = jnp.full((n,), 1.0 / n, dtype=dtype) if a is None else jnp.asarray(a, dtype=dtype)
+        b_arr = jnp.full((m,), 1.0 / m, dtype=dtype) if b is None else jnp.asarray(b, dtype=dtype)
+    else:
+        # concrete weights stay NumPy arrays: a compiled call takes them in its fast path, where every small
+        # jnp operation is a dispatch of its own (a sizeable share of a solve that takes a few milliseconds)
+        np_dt = np.dtype(dtype)
+        a_arr = np.full((n,), 1.0 / n, dtype=np_dt) if a is None else np.asarray(a, dtype=np_dt)
+        b_arr = np.full((m,), 1.0 / m, dtype=np_dt) if b is None else np.asarray(b, dtype=np_dt)
     if a_arr.shape != (n,):
         raise ValueError(f"a must have shape ({n},) to match cost of shape {cost_arr.shape}, got {a_arr.shape}")
     if b_arr.shape != (m,):
@@ -237,9 +244,12 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
     # the cast arrays, not the inputs: concrete inputs closed over by a caller's jit are staged as tracers
     if not _any_tracer(a_arr, b_arr, cost_arr):
         c_np = np.asarray(cost_arr)
-        bad = int(np.size(c_np) - np.count_nonzero(np.isfinite(c_np)))
-        if bad:
-            raise ValueError(f"cost must be finite, got {bad} non-finite entries (NaN or inf)")
+        # a sum is finite when every entry is (NaN and inf propagate; it overflows only for entries near the
+        # largest float): one read of the matrix without a boolean temporary, the entry count only on failure
+        if not np.isfinite(np.sum(c_np, dtype=np.float64)):
+            bad = int(np.size(c_np) - np.count_nonzero(np.isfinite(c_np)))
+            if bad:
+                raise ValueError(f"cost must be finite, got {bad} non-finite entries (NaN or inf)")
         for arr, name in ((a_arr, "a"), (b_arr, "b")):
             x = np.asarray(arr)
             if not np.all(np.isfinite(x)):
@@ -309,24 +319,35 @@ def shard_batch(arrays, shard: bool):
     return tuple(_sharding.place(np.asarray(x), mesh, P("batch", *([None] * (x.ndim - 1)))) for x in arrays), mesh
 
 
-# Problems whose cost matrices fit in this many bytes are solved together: a vmap over the whole batch streams
-# every kernel from memory at every sweep, where a few problems at a time stay in cache (measured on the 2-core
-# benchmark machine, 64 problems of n = 200 in float64: 143 ms per problem with all 64 at once, 8 ms with 4, 15 ms
-# with 1, 32 ms with 8).
-_CHUNK_BYTES = 3 << 19  # 1.5 MiB
+# How many problems a batch solver vmaps together, per platform, as the bytes their cost matrices may take. On CPU
+# one at a time: a vmapped chunk runs its loops until its slowest problem is done (Sinkhorn's sweep counts on 64
+# point clouds of n = 200 at eps = 1e-3 range from 2,593 to 71,789), and XLA:CPU gains nothing from the batch axis
+# (a matrix-vector product is memory-bound and already threaded). Measured in CPU seconds per problem on the
+# 2-core benchmark machine (64 problems, n = 200, float64, tol 1e-8): Sinkhorn eps 1e-2 3.9 ms one at a time,
+# 6.1 ms in chunks of 4 (6.0 ms for a loop of single `sinkhorn` calls); eps 1e-3 56 ms against 250 ms (55 ms).
+# Accelerators need the batch axis for parallelism: chunks of up to 256 MiB of cost matrices (not measured here).
+_CHUNK_BYTES = {"cpu": 0}
+_CHUNK_BYTES_DEFAULT = 256 << 20
+
+
+def chunk_size(num_problems: int, problem_bytes: int, platform: str | None = None) -> int:
+    """Problems vmapped together by :func:`map_problems` on ``platform`` (default: JAX's default backend)."""
+    budget = _CHUNK_BYTES.get(platform or jax.default_backend(), _CHUNK_BYTES_DEFAULT)
+    return int(min(num_problems, max(1, budget // max(problem_bytes, 1))))
 
 
 def map_problems(fn, arrays, mesh=None):
-    """``fn`` applied to every problem of the leading axis of ``arrays`` (a tuple), inside ``jit``: ``lax.map`` over
-    chunks of problems that are ``vmap``-ed together, the chunk sized so that its cost matrices take about
-    ``_CHUNK_BYTES``; with a ``mesh`` (from :func:`shard_batch`) under ``shard_map``, each device mapping its own
-    problems. A chunk's loops run until its slowest problem is done (a smaller chunk also bounds that)."""
+    """``fn`` applied to every problem of the leading axis of ``arrays`` (a tuple; ``arrays[2]`` the costs), inside
+    ``jit``: ``lax.map`` over chunks of :func:`chunk_size` problems that are ``vmap``-ed together (on CPU one problem
+    at a time, so that each costs what a single solve costs); with a ``mesh`` (from :func:`shard_batch`) under
+    ``shard_map``, each device mapping its own problems. A chunk's loops run until its slowest problem is done."""
     def local(*xs):
         cost = xs[2]
-        per = int(np.prod(cost.shape[1:])) * cost.dtype.itemsize
-        chunk = max(1, _CHUNK_BYTES // max(per, 1))
+        chunk = chunk_size(cost.shape[0], int(np.prod(cost.shape[1:])) * cost.dtype.itemsize)
         if chunk >= cost.shape[0]:
             return jax.vmap(fn)(*xs)
+        if chunk == 1:  # (no vmap at all: a batched predicate would turn every lax.cond into a select)
+            return jax.lax.map(lambda t: fn(*t), xs)
         return jax.lax.map(lambda t: fn(*t), xs, batch_size=chunk)
 
     if mesh is None:
@@ -345,7 +366,7 @@ def check_init(init, n: int, m: int, dtype, a=None, b=None):
     restarts from a previous result; ``NaN`` and ``+inf`` are rejected everywhere.
     """
     if init is None:
-        return jnp.zeros((n,), dtype), jnp.zeros((m,), dtype)
+        return np.zeros((n,), np.dtype(dtype)), np.zeros((m,), np.dtype(dtype))
     if not (isinstance(init, (tuple, list)) and len(init) == 2):
         raise TypeError("init must be a pair (f, g) of potentials or None")
     f0 = jnp.asarray(init[0], dtype=dtype)

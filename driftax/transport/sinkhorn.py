@@ -294,7 +294,9 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
 def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool,
                    history_every: int = 1, warm: bool = True):
     """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``.
-    ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes)."""
+    ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes). The result's ``cost``
+    is ``None``: the caller attaches its own array (an input returned by a compiled program is copied, 32 MB at
+    n = 2000 in float64, several exponential passes' worth of time)."""
     if scaling:
         eps_start = jnp.maximum(jnp.max(jnp.abs(cost)), eps)
 
@@ -306,7 +308,7 @@ def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int,
                                           eps_schedule=schedule, history_every=history_every, warm=warm)
     err, transport, dual, converged = final
     zero = jnp.asarray(0, jnp.int32)
-    return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
+    return OTResult(f=f, g=g, cost=None, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
                     marginal_error=err, iterations=it, converged=converged, errors=hist,
                     newton_iterations=zero, cg_iterations=zero, density=jnp.zeros((), cost.dtype))
 
@@ -357,9 +359,10 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
         f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype, a_, b_)
-        qf = jnp.asarray(epsilon_scaling if scaling else 1.0, c_.dtype)
-        return solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
-                              history_every=history_every, warm=init is not None)
+        qf = np.asarray(epsilon_scaling if scaling else 1.0, np.dtype(c_.dtype))
+        res = solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
+                             history_every=history_every, warm=init is not None)
+        return res._replace(cost=c_)
 
 
 def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000, norm: str = "l1",
@@ -371,10 +374,11 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
     ``cost`` is ``(B, n, m)``, ``a`` ``(B, n)`` and ``b`` ``(B, m)`` (``None``: uniform), ``epsilon`` a scalar or
     ``(B,)``; the rest as in :func:`sinkhorn` (``history_every`` defaults to 100 here: the history is
     ``B * max_iter / history_every`` floats). Returns an :class:`OTResult` with a leading batch axis. The problems
-    are solved a few at a time (:func:`driftax.transport.problem.map_problems`: ``vmap`` over as many as fit in
-    cache, ``lax.map`` over those chunks, ``shard_map`` over devices); inside a chunk the sweeps' rare branches
-    (absorption, log-domain completion) run only when a problem needs them (:func:`maybe`), and the chunk sweeps
-    until its slowest problem has converged.
+    are solved inside one compiled program (:func:`driftax.transport.problem.map_problems`: ``shard_map`` over
+    devices, then on CPU a ``lax.map`` of single solves, so that each problem costs what a single solve costs
+    without its per-call overhead; on accelerators ``vmap`` over chunks of problems, where a chunk sweeps until its
+    slowest problem has converged and the sweeps' rare branches, absorption and log-domain completion, run only
+    when a problem needs them, :func:`maybe`).
     """
     from driftax.transport.problem import shard_batch, validate_batch
 
@@ -387,8 +391,9 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
         warn_if_float32(c_.dtype, tol)
         (a_, b_, c_, eps), mesh = shard_batch((a_, b_, c_, eps), shard)
         qf = jnp.asarray(1.0 if q is None else q, c_.dtype)
-        return _solve_batch(a_, b_, c_, eps, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
-                            history_every=history_every, mesh=mesh)
+        res = _solve_batch(a_, b_, c_, eps, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
+                           history_every=history_every, mesh=mesh)
+        return res._replace(cost=c_)
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "mesh"))

@@ -565,9 +565,10 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
             first, last = (float(stages[i][0].err) for i in (0, -1))
             last = last if math.isfinite(last) else math.inf
             final = 0 if math.isfinite(first) and first < last else len(stages) - 1
-        return _assemble(a_, b_, c_, eps, tol_, jnp.asarray(sweeps, jnp.int32), tuple(st for st, _ in stages),
-                         jnp.asarray(stages[final][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
-                         max_newton=max_iter, final=final, history_every=history_every)
+        res = _assemble(a_, b_, c_, eps, tol_, jnp.asarray(sweeps, jnp.int32), tuple(st for st, _ in stages),
+                        jnp.asarray(stages[final][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
+                        max_newton=max_iter, final=final, history_every=history_every)
+        return res._replace(cost=c_)
 
 
 def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None, norm: str = "l1",
@@ -581,14 +582,15 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
     sparsity budget ``k`` (``density=None``) is the largest of the problems' budgets, and the problems whose
     Newton stage stalls are restarted through the epsilon continuation together, as a sub-batch.
 
-    Cost per problem. The problems are solved a few at a time (:func:`driftax.transport.problem.map_problems`:
-    ``vmap`` over as many as fit in cache, ``lax.map`` over those chunks, ``shard_map`` over devices; a ``vmap``
-    over the whole batch streams every kernel from memory at every step and was 10x slower per problem). Inside a
-    chunk every branch that only some problems take (kernel re-absorption, fallback sweeps) runs only when one of
-    them needs it (:func:`driftax.transport.sinkhorn.maybe`; a ``lax.cond`` would run it for all at every step),
-    but the chunk's loops run until its slowest problem is done: a chunk costs about its largest Newton-step count
-    (and, per step, its largest CG and line-search counts) times its size, against the sum of the counts for
-    single solves, while the batch saves the per-call overhead of a single solve (budget choice, dispatch).
+    Cost per problem. Each stage is one compiled program for the batch (:func:`driftax.transport.problem.map_problems`:
+    ``shard_map`` over devices, then on CPU a ``lax.map`` of single problems, so that a problem costs what its single
+    solve costs, without the per-call overhead of budget choice and dispatch, and with the batch's largest budget
+    ``k``). On accelerators problems are ``vmap``-ed in chunks: every branch that only some problems take (kernel
+    re-absorption, fallback sweeps) runs only when one of them needs it (:func:`driftax.transport.sinkhorn.maybe`;
+    a ``lax.cond`` would run it for all at every step), but a chunk's loops run until its slowest problem is done,
+    so a chunk costs about its largest Newton-step count (and, per step, its largest CG and line-search counts)
+    times its size, against the sum of the counts for single solves. On CPU a vmapped chunk of 4 cost 1.5x a
+    single solve per problem (64 point clouds, n = 200) and one problem at a time 0.7-0.8x.
     """
     opts, max_iter = resolve_options(options, {}, max_iter, "sns_batch")
     history_every = check_int(history_every, "history_every", 1)
@@ -657,7 +659,7 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
             pad = chosen.errors.shape[1] - res.errors.shape[1]
             res = res._replace(errors=jnp.pad(res.errors, ((0, 0), (0, pad)), constant_values=-1.0))
             res = jax.tree.map(lambda full, part: full.at[idx].set(part), res, chosen)
-        return res
+        return res._replace(cost=c_)
 
 
 @functools.partial(jax.jit, static_argnames=("warm_start", "mesh"))
@@ -733,6 +735,7 @@ def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start
         hist = jnp.where(last >= 0, jnp.take_along_axis(blocks, jnp.maximum(last, 0)[:, None], axis=1)[:, 0], -1.0)
     f, g = stages[final].f, stages[final].g
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
-    return OTResult(f=f, g=g, cost=cost, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
+    # cost=None: the caller attaches its own array (a returned input would be copied; see solve_sinkhorn)
+    return OTResult(f=f, g=g, cost=None, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,
                     marginal_error=err, iterations=newton + sweeps, converged=converged, errors=hist,
                     newton_iterations=newton, cg_iterations=cg, density=density)
