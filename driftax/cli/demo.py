@@ -2,7 +2,7 @@
 
 Samples eight schools (a NumPyro model) with NUTS, prints ArviZ's summary, the verdict and the
 error against posteriordb's reference draws (where the shared folder is present), writes a trace
-plot and the netCDF file; puts NUTS beside MALA on arK, and MALA and averaged ULA beside NumPyro's
+plot and the netCDF file; puts NUTS beside MALA on arK, and ULA's in-loop average beside NumPyro's
 NUTS on a logistic regression; then runs each engine's own part (transport: SNS against Sinkhorn).
 """
 from __future__ import annotations
@@ -42,11 +42,11 @@ def _sampling(out: Path, seed: int, progress: bool) -> None:
     from driftax.cli.sample import reference_for
     from driftax.models import gallery, posteriordb
 
-    _section("eight schools (non-centred NumPyro model), NUTS (the default), 4 chains x 2000 draws")
+    _section("eight schools (non-centred NumPyro model), NUTS (the default), 4 chains x 1000 draws")
     target = dx.models.from_numpyro(posteriordb.eight_schools_noncentered, 8,
                                     np.array(EIGHT_SCHOOLS_Y), np.array(EIGHT_SCHOOLS_SIGMA),
                                     name="eight_schools")
-    idata = dx.infer.sample(target, num_chains=4, num_samples=2000, num_warmup=1000, seed=seed, progress=progress)
+    idata = dx.infer.sample(target, num_chains=4, num_samples=1000, num_warmup=1000, seed=seed, progress=progress)
     print(az.summary(idata, var_names=["mu", "tau", "theta"]).to_string())
     print(f"step size {idata.attrs['step_size']:.3f}, acceptance "
           f"{float(idata.sample_stats.acceptance_rate.mean()):.3f}, divergences "
@@ -85,26 +85,25 @@ def _sampling(out: Path, seed: int, progress: bool) -> None:
             print(f"      {dx.infer.diagnostics.verdict(idata)}")
 
     target = gallery.get("logistic_regression")
-    _section(f"gallery: {target.name} (dim {target.dim}): MALA, and ULA's in-loop Polyak average, "
-             "against NumPyro NUTS")
-    # collinear features (radius, perimeter, area): a dense metric, pooled over chains, is what mixes
-    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=2000, num_warmup=1500, seed=seed,
-                            mass_matrix="dense", progress=progress)
+    _section(f"gallery: {target.name} (dim {target.dim}): ULA's in-loop Polyak average against NumPyro NUTS")
+    # ULA's step where MALA would accept 90 % of its moves, a diagonal metric: its O(h) bias stays
+    # near the Monte Carlo error (with a dense metric's larger steps it did not: 0.46 sd)
     averaged = dx.infer.sample(target, "ula", num_chains=8, num_samples=2000, num_warmup=1500, seed=seed,
-                               mass_matrix="dense", target_acceptance=0.8, average="polyak", progress=progress)
+                               target_acceptance=0.9, average="polyak", progress=progress)
     t0 = time.perf_counter()
     ref = _nuts_reference(target, seed)
-    print(f"MALA {idata.attrs['sampling_time']:.1f} s; ULA {averaged.attrs['sampling_time']:.1f} s; "
+    print(f"ULA {averaged.attrs['sampling_time']:.1f} s (no draws needed: the average is carried in the loop); "
           f"NumPyro NUTS {time.perf_counter() - t0:.1f} s")
-    print(az.summary(idata, var_names=["intercept", "beta"], coords={"beta_dim_0": [0, 1, 2]}).to_string())
-    cmp = dx.infer.compare_to_reference(idata, ref)
-    worst = {k: float(np.abs(v["mean_error"]).max()) for k, v in cmp.items()}
-    print("MALA's chain mean, worst |mean error| against NUTS (units of NUTS sd): "
-          + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
     pooled = dx.infer.diagnostics.pooled_averages(averaged)
-    worst = {k: float(np.max(np.abs(pooled[k][0] - ref[k].mean((0, 1))) / ref[k].std((0, 1)))) for k in ref}
-    print("ULA's in-loop average (no draws stored), worst |mean error|: "
-          + ", ".join(f"{k} {v:.3f}" for k, v in worst.items()))
+    print(f"{'site':<10}{'ULA average':>12}{'NUTS mean':>11}{'error (NUTS sd)':>17}")
+    for k in ("intercept", "beta"):
+        m, r = np.ravel(pooled[k][0]), ref[k].reshape(-1, *np.shape(pooled[k][0]))
+        err = (m - np.ravel(r.mean(0))) / np.ravel(r.std(0))
+        for i in range(min(3, m.size)):
+            label = k if m.size == 1 else f"{k}[{i}]"
+            print(f"{label:<10}{m[i]:>12.3f}{np.ravel(r.mean(0))[i]:>11.3f}{err[i]:>17.3f}")
+    worst = max(float(np.max(np.abs(pooled[k][0] - ref[k].mean((0, 1))) / ref[k].std((0, 1)))) for k in ref)
+    print(f"worst |error| over all {target.dim} coefficients: {worst:.3f} NUTS sd")
 
 
 def _nuts_reference(target, seed: int, num_chains: int = 2, num_samples: int = 2000):

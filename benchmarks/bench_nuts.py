@@ -1,0 +1,170 @@
+"""driftax's NUTS against NumPyro's (vectorised chains) and BlackJAX's (window adaptation + vmap).
+
+On the posteriordb posteriors driftax has NumPyro models for, the three samplers run the same
+chains, warm-up and draws from the same log-density (the model's, in NumPyro's unconstrained
+space), in one process. Timed apart: the first call of each sampler (compilation included) and a
+second, identical call whose wall time is the sampling cost. Reported per target and sampler:
+min bulk ESS (ArviZ) over the constrained parameters, per second of the second call and per
+gradient evaluation (leapfrog steps of warm-up and sampling, all chains), the worst |mean error|
+against posteriordb's reference draws in reference sd, and the worst R-hat. The headline ratios
+are medians over targets of driftax's ESS per second over each peer's.
+
+    python benchmarks/bench_nuts.py [--quick] [--json PATH]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import arviz as az
+import blackjax
+import jax
+import jax.numpy as jnp
+import numpy as np
+from numpyro.infer import MCMC, NUTS
+
+import driftax as dx
+from driftax.models import posteriordb
+
+
+def _constrained(target, xs):
+    """(chain, draw, dim) unconstrained -> {site: (chain, draw, ...)} constrained."""
+    return {k: np.asarray(v) for k, v in jax.vmap(jax.vmap(target.constrain))(jnp.asarray(xs)).items()}
+
+
+def _score(target, draws: dict, reference: dict, grads: float, seconds: float):
+    idata = az.from_dict(posterior={k: v for k, v in draws.items() if k in reference})
+    s = az.summary(idata, kind="diagnostics")
+    ess = float(s.ess_bulk.min())
+    err = 0.0
+    for k, r in reference.items():
+        if k in draws:
+            x = draws[k].reshape((-1,) + r.shape[2:])
+            rr = r.reshape((-1,) + r.shape[2:])
+            err = max(err, float(np.max(np.abs(x.mean(0) - rr.mean(0)) / rr.std(0))))
+    return {"ess_per_second": ess / seconds, "ess_per_grad": ess / grads, "mean_err": err,
+            "rhat_max": float(s.r_hat.max()), "min_ess": ess, "seconds": seconds}
+
+
+def run_driftax(target, chains, warmup, draws, seed):
+    idata = dx.infer.sample(target, "nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
+                            seed=seed, progress=False)
+    post = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
+    return post, idata.attrs["num_grad_evals_warmup"] + idata.attrs["num_grad_evals_sampling"]
+
+
+_COMPILED: dict = {}  # one sampler object / jitted program per (peer, target): the timed call reuses it
+
+
+def run_numpyro(target, chains, warmup, draws, seed):
+    key = ("numpyro", target.name)
+    if key not in _COMPILED:
+        _COMPILED[key] = MCMC(NUTS(potential_fn=lambda x: -target.logdensity_fn(x)), num_warmup=warmup,
+                              num_samples=draws, num_chains=chains, chain_method="vectorized", progress_bar=False)
+    mcmc = _COMPILED[key]
+    x0 = target.initial_positions(jax.random.key(seed + 1), chains)
+    mcmc.run(jax.random.key(seed), init_params=x0, extra_fields=("num_steps",))
+    xs = mcmc.get_samples(group_by_chain=True)
+    sampling_grads = float(np.asarray(mcmc.get_extra_fields()["num_steps"]).sum())
+    # NumPyro does not report warm-up leapfrog steps; count them as the sampling phase's rate
+    return _constrained(target, xs), sampling_grads * (1 + warmup / draws)
+
+
+def run_blackjax(target, chains, warmup, draws, seed):
+    x0 = target.initial_positions(jax.random.key(seed + 1), chains)
+    key = ("blackjax", target.name)
+    if key not in _COMPILED:
+        _COMPILED[key] = _blackjax_program(target, warmup, draws)
+    xs, n = _COMPILED[key](jax.random.split(jax.random.key(seed), chains), x0)
+    return _constrained(target, xs), float(np.asarray(n).sum())
+
+
+def _blackjax_program(target, warmup, draws):
+    @jax.jit
+    def run(keys, x0):
+        def one(key, x):
+            k_warm, k_draw = jax.random.split(key)
+            warm = blackjax.window_adaptation(blackjax.nuts, target.logdensity_fn)
+            (state, params), warm_info = warm.run(k_warm, x, num_steps=warmup)
+            kernel = blackjax.nuts(target.logdensity_fn, **params)
+
+            def body(s, k):
+                s, info = kernel.step(k, s)
+                return s, (s.position, info.num_integration_steps)
+            _, (xs, n) = jax.lax.scan(body, state, jax.random.split(k_draw, draws))
+            return xs, n.sum() + warm_info.info.num_integration_steps.sum()
+        return jax.vmap(one)(keys, x0)
+    return run
+
+
+PEERS = {"driftax": run_driftax, "numpyro": run_numpyro, "blackjax": run_blackjax}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="three posteriors, 4 chains x 500 + 500")
+    ap.add_argument("--json", type=Path)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    args = ap.parse_args(argv)
+    chains, warmup, draws = (4, 500, 500) if args.quick else (8, 1000, 1000)
+    names = ["eight_schools", "arK", "garch11"] + ([] if args.quick else ["gp_pois_regr"])
+    if "gp_pois_regr" in names:
+        jax.config.update("jax_enable_x64", True)
+    rows = []
+    for name in names:
+        target, reference = posteriordb.load(name)
+        for method, fn in PEERS.items():
+            t0 = time.perf_counter()
+            fn(target, chains, warmup, draws, args.seed)  # compilation (and a first run)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            post, grads = fn(target, chains, warmup, draws, args.seed)
+            seconds = time.perf_counter() - t0
+            row = {"target": name, "method": method, **_score(target, post, reference, grads, seconds),
+                   "compile_seconds": max(first - seconds, 0.0)}
+            rows.append(row)
+            print(f"{name:14s} {method:9s} ESS/s {row['ess_per_second']:8.1f}  ESS/grad {row['ess_per_grad']:.4f}  "
+                  f"mean_err {row['mean_err']:.3f}  R-hat {row['rhat_max']:.3f}  {seconds:.1f} s "
+                  f"(+{row['compile_seconds']:.1f} s compile)", flush=True)
+
+    def median_ratio(peer):
+        r = [next(x["ess_per_second"] for x in rows if x["target"] == t and x["method"] == "driftax")
+             / next(x["ess_per_second"] for x in rows if x["target"] == t and x["method"] == peer) for t in names]
+        return float(np.median(r))
+    result = {"rows": rows, "median_ratio_vs_numpyro": median_ratio("numpyro"),
+              "median_ratio_vs_blackjax": median_ratio("blackjax")}
+    print(f"\nmedian ESS/s ratio, driftax / numpyro: {result['median_ratio_vs_numpyro']:.2f}; "
+          f"driftax / blackjax: {result['median_ratio_vs_blackjax']:.2f} (target >= 1 each)")
+    print(f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _plot(rows, names, args.out)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=1))
+
+
+def _plot(rows, names, out: Path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    width = 0.25
+    for i, method in enumerate(PEERS):
+        vals = [next(r["ess_per_second"] for r in rows if r["target"] == t and r["method"] == method) for t in names]
+        ax.bar(np.arange(len(names)) + i * width, vals, width, label=method)
+    ax.set_xticks(np.arange(len(names)) + width)
+    ax.set_xticklabels(names)
+    ax.set_ylabel("min bulk ESS / s")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "bench_nuts.png", dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
