@@ -1,4 +1,4 @@
-"""MALA through infer.sample on targets that are not Gaussian, against exact draws (gallery) and
+"""MALA and NUTS (the default) through infer.sample on targets that are not Gaussian, against exact draws (gallery) and
 posteriordb's Stan reference draws. Every bound is a Monte Carlo error: ArviZ's ESS of our draws
 for means, the delta method for standard deviations, and the measured null spread of the
 Sinkhorn divergence between two exact samples."""
@@ -57,7 +57,7 @@ def test_mala_matches_exact_draws(name):
         assert d < 3 * NULL_MEAN_1000[name] * 1000 / n, (d, n)
 
 
-@pytest.mark.parametrize("name", ["arK", "garch11"])
+@pytest.mark.parametrize("name", ["garch11"])
 def test_mala_matches_posteriordb_reference(name):
     """Time-series posteriors against Stan's reference draws (10 chains x 1000, near independent).
     Mean error in units of reference sd: our MC sd is 1/sqrt(ESS) and the reference's 1/sqrt(10000);
@@ -77,3 +77,25 @@ def test_mala_matches_posteriordb_reference(name):
         assert e.min() > 200, (site, e)
         bound = 4.5 * np.sqrt(1 / e + 1 / 10_000)
         assert np.all(np.abs(np.asarray(c["mean_error"])) <= bound), dx.infer.diagnostics.format_comparison(cmp)
+
+
+@pytest.mark.parametrize("name", ["eight_schools", "arK", "garch11"])
+def test_default_method_reaches_posteriordb_reference(name):
+    """The default method (NUTS), 4 chains x 1000 warm-up + 2000 draws, against Stan's reference
+    draws: every mean within 0.1 reference sd and every sd within 10 %, R-hat <= 1.01 (issue 11's
+    bar). Error budget: bulk ESS was >= 1,800 for 1,000 draws a chain in a trial run (eight_schools,
+    arK, garch11; 2,300-2,600 for the first two), so with 2,000 a chain the mean's MC sd is <= 0.017
+    reference sd (0.1 is 5.9 of them) and the sd's relative MC sd 1/sqrt(2 ESS) <= 0.012 (10 % is
+    8); R-hat was 1.000-1.010 with 1,000 draws a chain, and its spread shrinks with the draws."""
+    posteriordb = pytest.importorskip("driftax.models.posteriordb")
+    if posteriordb.data_root() is None:
+        pytest.skip("posteriordb reference folder not found")
+    target, reference = posteriordb.load(name)
+    idata = dx.infer.sample(target, num_chains=4, num_samples=2000, num_warmup=1000, seed=0, progress=False)
+    assert idata.attrs["method"] == "nuts"
+    cmp = dx.infer.compare_to_reference(idata, reference)
+    for site, c in cmp.items():
+        assert np.all(np.abs(np.asarray(c["mean_error"])) <= 0.1), dx.infer.diagnostics.format_comparison(cmp)
+        assert np.all(np.abs(np.asarray(c["sd_error"])) <= 0.1), dx.infer.diagnostics.format_comparison(cmp)
+    rhat = az.rhat(idata, var_names=list(cmp))
+    assert max(float(rhat[k].max()) for k in cmp) <= 1.01
