@@ -111,7 +111,7 @@ def test_dense_falls_back_to_diagonal_below_ten_draws_per_dimension():
 
 def test_fixed_step_size_is_kept():
     target = dx.models.Target(lambda x: -0.5 * jnp.sum(x**2 * jnp.arange(1.0, 5.0)), 4)
-    idata = dx.infer.sample(target, num_chains=4, num_samples=20, num_warmup=200, step_size=0.0375,
+    idata = dx.infer.sample(target, "mala", num_chains=4, num_samples=20, num_warmup=200, step_size=0.0375,
                             adapt_step_size=False, seed=0, progress=False)
     assert idata.attrs["step_size"] == pytest.approx(0.0375, rel=1e-7)  # float32 round trip
     np.testing.assert_allclose(idata.sample_stats["step_size"].values, 0.0375, rtol=1e-7)
@@ -144,7 +144,7 @@ def test_adapted_acceptance_lands_on_the_target(name, aim):
     over seeds (above). On the Gaussian targets the windows (+-0.085) keep 0.574 and 0.8 (0.226
     apart) told apart; on the Student-t the spread is too large for that at this run length."""
     target = dx.models.Target(_targets()[name], 10)
-    idata = dx.infer.sample(target, num_chains=8, num_samples=500, num_warmup=1000, seed=2,
+    idata = dx.infer.sample(target, "mala", num_chains=8, num_samples=500, num_warmup=1000, seed=2,
                             target_acceptance=aim, progress=False)
     acc = float(idata.sample_stats.acceptance_rate.mean())
     assert abs(acc - aim) < WINDOW[name], acc
