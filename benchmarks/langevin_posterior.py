@@ -50,27 +50,19 @@ SGLD_STEP = 0.1  # SGLD's step, as a fraction of ULA's (1.0 diverged to 1e18; 0.
 
 
 # --- references ---------------------------------------------------------------------------------
-def _flatten(sites: dict, names) -> np.ndarray:
-    """``{site: (..., *shape)}`` -> ``(..., p)`` in the order of ``names``."""
-    lead = None
+def _flatten(sites: dict, shapes: dict) -> np.ndarray:
+    """``{site: (..., *shape)}`` -> ``(..., p)``, sites in the order of ``shapes`` ({site: event shape})."""
     cols = []
-    for n in names:
-        a = np.asarray(sites[n], np.float64)
-        if lead is None:
-            lead = a.shape[: a.ndim - len(_site_shapes[n])]
-        cols.append(a.reshape(lead + (-1,)))
+    for name, shape in shapes.items():
+        a = np.asarray(sites[name], np.float64)
+        cols.append(a.reshape(a.shape[: a.ndim - len(shape)] + (-1,)))
     return np.concatenate(cols, axis=-1)
 
 
-_site_shapes: dict = {}
-
-
-def constrained_names(target, reference_keys=None):
+def constrained_names(target, reference_keys=None) -> dict:
+    """``{site: event shape}`` of the target's constrained sites (those in the reference, if given)."""
     shapes = jax.eval_shape(target.constrain, jax.ShapeDtypeStruct((target.dim,), jnp.float32))
-    names = [k for k in shapes if reference_keys is None or k in reference_keys]
-    for k in names:
-        _site_shapes[k] = shapes[k].shape
-    return names
+    return {k: v.shape for k, v in shapes.items() if reference_keys is None or k in reference_keys}
 
 
 def nuts_reference(target, names, out: Path, num_draws: int, seed: int = 1):

@@ -49,16 +49,18 @@ def pathfinder_starts(logdensity_fn, starts: np.ndarray, key, mass_matrix: str |
     draws, elbo, covs = run(jax.random.split(k_fit, n), jax.random.split(k_draw, n), starts)
     draws, elbo, covs = np.asarray(draws), np.asarray(elbo), np.asarray(covs)
     ok = np.isfinite(elbo) & np.all(np.isfinite(draws), axis=1) & np.all(np.isfinite(covs), axis=(1, 2))
-    ok &= np.all(np.linalg.eigvalsh(0.5 * (covs + np.swapaxes(covs, 1, 2))) > 0, axis=1) if ok.any() else ok
+    sym = 0.5 * (covs[ok] + np.swapaxes(covs[ok], 1, 2))  # eigvalsh only of finite estimates
+    ok[ok] = np.all(np.linalg.eigvalsh(sym) > 0, axis=1)
     if not ok.any():
         raise ValueError("init='pathfinder': Pathfinder found no finite Gaussian approximation from any chain's "
                          "start; pass starting points with init=")
     best = int(np.argmax(np.where(ok, elbo, -np.inf)))
-    if not ok.all():  # failed chains start from draws of the best Gaussian
+    if not ok.all():
+        # Failed chains start around the best chain's draw, spread by the best Gaussian's covariance
+        # (so twice its spread about its mean: over-dispersed, as R-hat wants of starts).
         chol = np.linalg.cholesky(covs[best])
-        state_mean = draws[best]  # a draw of the best Gaussian: spread around it by its covariance
         z = np.asarray(jax.random.normal(k_spare, (int((~ok).sum()), draws.shape[1])), draws.dtype)
-        draws[~ok] = state_mean + z @ chol.T
+        draws[~ok] = draws[best] + z @ chol.T
     cov = 0.5 * (covs[best] + covs[best].T)
     imm = None if mass_matrix is None else (cov if mass_matrix == "dense" else np.diag(cov).copy())
     return draws, imm, elbo
