@@ -8,8 +8,8 @@ Problems (float64):
   (b) ``logreg``: Bayesian logistic regression on the shipped breast-cancer data (d = 31), against a long NUTS
       run (NumPyro, 4 chains): W2 (Bures) between q and N(mean_ref, cov_ref), mean error |m - m_ref| and
       relative covariance error |S - S_ref|_F / |S_ref|_F, against gradient evaluations and wall time; and
-      ``w2_opt``, the W2 to the KL-optimal Gaussian q* (deterministic FB-GVI run to stationarity from the
-      Laplace point), which separates "not converged" from "the best Gaussian is this far from pi".
+      ``w2_opt``, the W2 to the KL-optimal Gaussian q* (long stochastic FB-GVI runs from the Laplace point,
+      averaged), which separates "not converged" from "the best Gaussian is this far from pi".
   (c) stability: on a 10-d Gaussian with the same spectrum range (beta = 100), KL after a fixed number of
       steps for step sizes h = c / beta, c from 0.5 to 2.5, for the deterministic FB-GVI and BW gradient descent
       (cubature, Stein Hessian: exact here) and their stochastic forms (one draw, autodiff Hessian).
@@ -25,7 +25,7 @@ the Laplace approximation, whose L-BFGS and Hessian evaluations are counted in i
 
 Counting (honest): ``grad_evals`` counts gradient evaluations of log pi; an autodiff Hessian counts as d of
 them, so one stochastic FB-GVI step with the autodiff Hessian costs d + 1. Every method runs the same seeds
-(``--seeds``, default 5 quick / 10 full) in one ``vmap``-ed compiled program; ``kl``/``w2`` is the median over
+(``--seeds``, default 3 quick / 10 full) in one ``vmap``-ed compiled program; ``kl``/``w2`` is the median over
 seeds (``kl_seeds``/``w2_seeds`` all of them), ``seconds`` the wall time of the warm call per seed (batch time /
 seeds), ``compile_seconds`` the method's compilation on this problem (a 2-step call of the same program before
 each timed call; every method here traces its step size / learning rate and its step count, so one compiled
@@ -49,7 +49,7 @@ jax.config.update("jax_enable_x64", True)
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
-from driftax.infer.gaussian_vi import gaussian_vi  # noqa: E402
+from driftax.infer.gaussian_vi import _kl_gaussian, gaussian_vi  # noqa: E402
 from driftax.models import gallery  # noqa: E402
 from driftax.transport import bures  # noqa: E402
 
@@ -59,14 +59,8 @@ LABELS = ("fb_last", "fb_avg", "fb_stein_last", "fb_stein_avg", "bw_sgd", "batch
 
 
 def kl_gauss(m, s, mu, sigma):
-    """KL(N(m, s) | N(mu, sigma)) in float64 without cancelling traces (x - log1p(x) per eigenvalue)."""
-    lc = np.linalg.cholesky(sigma)
-    y = np.linalg.solve(lc, np.linalg.solve(lc, s).T)
-    a = np.linalg.eigvalsh(0.5 * (y + y.T))
-    if np.any(a <= 0) or not np.all(np.isfinite(a)):
-        return float("inf")
-    dm = np.linalg.solve(lc, m - mu)
-    return float(0.5 * (np.sum((a - 1) - np.log1p(a - 1)) + dm @ dm))
+    """KL(N(m, s) | N(mu, sigma)) in float64 without cancelling traces; inf for a singular or non-finite s."""
+    return _kl_gaussian(m, s, mu, sigma)
 
 
 def timed(warmup, fn):
@@ -80,6 +74,19 @@ def timed(warmup, fn):
 
 
 # --------------------------------------------------------------------------- driftax
+_LAPLACE = {}
+
+
+def laplace_point(target):
+    """(mean, cov, grad_evals, 1 / largest eigenvalue of cov) of the Laplace approximation (one search per
+    target; gaussian_vi(init="laplace") repeats the same search inside each fit, and counts it)."""
+    if target not in _LAPLACE:
+        from driftax.infer.gaussian_vi import _laplace
+        m, c, ev = _laplace(target, jnp.float64)
+        _LAPLACE[target] = (m, c, ev, float(np.linalg.eigvalsh(c)[0]))
+    return _LAPLACE[target]
+
+
 def driftax_fit(target, method, budget, h, seeds, hessian="autodiff", num_samples=None, antithetic=False,
                 init=None):
     """Fits for all seeds in one vmapped program; returns ({label suffix: [(m, S) per seed]}, warm s, compile s,
@@ -87,10 +94,7 @@ def driftax_fit(target, method, budget, h, seeds, hessian="autodiff", num_sample
     d = target.dim
     n = num_samples or (10 if method == "batch_match" else 1)
     per = n if (method == "batch_match" or hessian == "stein") else n * (d + 1)
-    init_evals = 0
-    if init == "laplace":
-        from driftax.infer.gaussian_vi import _laplace
-        init_evals = _laplace(target, jnp.float64)[2]
+    init_evals = laplace_point(target)[2] if init == "laplace" else 0
     steps = max((budget - init_evals) // per, 2)
     # one chunk of capacity 1024 (>= every run here up to 10,000 evaluations): one dispatch per fit, one
     # compiled program per method and configuration across budgets and step sizes
@@ -108,12 +112,16 @@ def driftax_fit(target, method, budget, h, seeds, hessian="autodiff", num_sample
 
 
 # --------------------------------------------------------------------------- peers
-# The peers' loops take the learning rate and the step count as traced arguments (a while loop), so each peer
-# compiles once per problem and the timed calls measure the same thing for every method.
-_PEER_CACHE = {}
+# A peer is (init(key, lr) -> state, advance(state, lr, start, steps) -> state, params(state) -> (loc, chol)),
+# vmapped over seeds and compiled once per problem: the learning rate and the step count are traced. Their
+# constant-learning-rate runs do not depend on the budget, so one run per learning rate is continued through the
+# budgets (500, then 1,500 more, then 8,000 more: the same iterates as three separate runs) and timed cumulatively.
+_PEER_PROGRAMS = {}
+_PEER_RUNS = {}
 
 
-def numpyro_fit(logdensity, d, budget, lr, seeds):
+def _numpyro_peer(logdensity, d):
+    """AutoMultivariateNormal + SVI (Trace_ELBO, one particle, Adam) from loc 0, scale 1."""
     import numpyro
     import numpyro.distributions as dist
     import optax
@@ -121,70 +129,100 @@ def numpyro_fit(logdensity, d, budget, lr, seeds):
     from numpyro.infer.autoguide import AutoMultivariateNormal
     from numpyro.infer.initialization import init_to_value
 
-    key_ = ("numpyro", logdensity, d)
-    if key_ not in _PEER_CACHE:
-        def model():
-            x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real_vector, (), (d,)))
-            numpyro.factor("lp", logdensity(x))
+    def model():
+        x = numpyro.sample("x", dist.ImproperUniform(dist.constraints.real_vector, (), (d,)))
+        numpyro.factor("lp", logdensity(x))
 
-        @jax.jit
-        def run(keys, lr, steps):
-            guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"x": jnp.zeros(d)}),
-                                           init_scale=1.0)
-            svi = SVI(model, guide, optax.adam(lr), Trace_ELBO(num_particles=1))
+    def svi(lr):
+        # the optimiser's state does not depend on lr, so states carry over between calls; SVI.update and
+        # get_params need the constraint transforms that SVI.init sets up (traced here, its result unused)
+        guide = AutoMultivariateNormal(model, init_loc_fn=init_to_value(values={"x": jnp.zeros(d)}), init_scale=1.0)
+        obj = SVI(model, guide, optax.adam(lr), Trace_ELBO(num_particles=1))
+        obj.init(jax.random.key(0))
+        return obj
 
-            def one(key):
-                st = svi.init(key)
-                st = jax.lax.fori_loop(0, steps, lambda i, s: svi.update(s)[0], st)
-                params = svi.get_params(st)
-                return params["auto_loc"], params["auto_scale_tril"]
-            return jax.vmap(one)(keys)
-        _PEER_CACHE[key_] = run
-    run = _PEER_CACHE[key_]
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    (m, L), secs, comp = timed(lambda: jax.block_until_ready(run(keys, jnp.asarray(lr), jnp.asarray(2))),
-                               lambda: jax.block_until_ready(run(keys, jnp.asarray(lr), jnp.asarray(budget))))
-    m, L = np.asarray(m), np.asarray(L)
-    return [(m[i], L[i] @ L[i].T) for i in range(len(seeds))], secs / len(seeds), comp, budget
+    def advance(st, lr, start, steps):
+        obj = svi(lr)
+        return jax.lax.fori_loop(0, steps, lambda i, s: obj.update(s)[0], st)
+
+    def params(st):
+        p = svi(1.0).get_params(st)
+        return p["auto_loc"], p["auto_scale_tril"]
+
+    return lambda key, lr: svi(lr).init(key), advance, params
 
 
-def blackjax_fit(logdensity, d, budget, lr, seeds):
+def _blackjax_peer(logdensity, d):
+    """``blackjax.vi.fullrank_vi`` (one sample per step, Adam) from 0; step i uses fold_in(key, i)."""
     import blackjax
     import optax
     from blackjax.vi import fullrank_vi
 
-    key_ = ("blackjax", logdensity, d)
-    if key_ not in _PEER_CACHE:
-        @jax.jit
-        def run(keys, lr, steps):
-            alg = blackjax.fullrank_vi(logdensity, optax.adam(lr), num_samples=1)
+    def alg(lr):
+        return blackjax.fullrank_vi(logdensity, optax.adam(lr), num_samples=1)
 
-            def one(key):
-                def body(i, s):
-                    return alg.step(jax.random.fold_in(key, i), s)[0]
-                state = jax.lax.fori_loop(0, steps, body, alg.init(jnp.zeros(d)))
-                return state.mu, fullrank_vi._unflatten_cholesky(state.chol_params, d)
-            return jax.vmap(one)(keys)
-        _PEER_CACHE[key_] = run
-    run = _PEER_CACHE[key_]
-    keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
-    (m, L), secs, comp = timed(lambda: jax.block_until_ready(run(keys, jnp.asarray(lr), jnp.asarray(2))),
-                               lambda: jax.block_until_ready(run(keys, jnp.asarray(lr), jnp.asarray(budget))))
-    m, L = np.asarray(m), np.asarray(L)
-    return [(m[i], L[i] @ L[i].T) for i in range(len(seeds))], secs / len(seeds), comp, budget
+    def advance(carry, lr, start, steps):
+        key, st = carry
+        st = jax.lax.fori_loop(start, start + steps, lambda i, s: alg(lr).step(jax.random.fold_in(key, i), s)[0], st)
+        return key, st
+
+    return (lambda key, lr: (key, alg(lr).init(jnp.zeros(d))), advance,
+            lambda carry: (carry[1].mu, fullrank_vi._unflatten_cholesky(carry[1].chol_params, d)))
+
+
+_PEERS = {"numpyro_mvn": _numpyro_peer, "blackjax_fullrank": _blackjax_peer}
+
+
+def peer_fit(name, logdensity, d, budget, lr, seeds):
+    """A peer's fits for all seeds at ``budget`` (one gradient evaluation per step): ([(m, S) per seed], warm
+    seconds per seed, compile seconds, grad_evals). The compile seconds are paid at the first call per problem."""
+    pkey = (name, logdensity, d)
+    if pkey not in _PEER_PROGRAMS:
+        init, advance, params = _PEERS[name](logdensity, d)
+        _PEER_PROGRAMS[pkey] = (jax.jit(jax.vmap(init, in_axes=(0, None))),
+                                jax.jit(jax.vmap(advance, in_axes=(0, None, None, None))), jax.jit(jax.vmap(params)))
+    init, advance, params = _PEER_PROGRAMS[pkey]
+    rkey = (pkey, float(lr), tuple(seeds))
+    if rkey not in _PEER_RUNS:
+        keys = jnp.stack([jax.random.key(int(s)) for s in seeds])
+        lr_ = jnp.asarray(lr)
+
+        def warmup():   # compiles init, advance and params (~0 s once compiled)
+            jax.block_until_ready(params(advance(init(keys, lr_), lr_, jnp.asarray(0), jnp.asarray(2))))
+
+        def run_all():
+            t0 = time.perf_counter()
+            st, done, out = init(keys, lr_), 0, {}
+            for b in BUDGETS:
+                st = advance(st, lr_, jnp.asarray(done), jnp.asarray(b - done))
+                m, L = (np.asarray(x) for x in params(st))
+                out[b] = ([(m[i], L[i] @ L[i].T) for i in range(len(seeds))], time.perf_counter() - t0)
+                done = b
+            return out
+        out, _, comp = timed(warmup, run_all)
+        _PEER_RUNS[rkey] = (out, comp)
+    out, comp = _PEER_RUNS[rkey]
+    res, secs = out[budget]
+    return res, secs / len(seeds), comp if budget == BUDGETS[0] else 0.0, budget
 
 
 # --------------------------------------------------------------------------- problems
 # step sizes of the Bures-Wasserstein methods in units of 1/beta (beta: largest Hessian eigenvalue of -log pi);
 # FB-GVI configurations are (c, draws per step, antithetic)
+# step sizes of the Bures-Wasserstein methods in units of 1/beta (beta: the global smoothness constant, the largest
+# Hessian eigenvalue of -log pi anywhere); FB-GVI configurations are (c, draws per step, antithetic). The FB grids
+# reach past c = 1 because on logreg beta (1890, the curvature at 0) is 22x the curvature near the posterior (85):
+# c = 10, 30 are steps the theory does not cover (h <= 1/beta) but that the iterates from N(0, I) tolerate there;
+# on gaussian50 (beta exact) they diverge and are never chosen. The step size is tuned like the peers' learning rate.
 GRIDS_FULL = {
-    "fb": [(c, n, n == 2) for c in (0.5, 1.0, 2.0) for n in (1, 2)],
-    "fb_stein": [(c, 10, True) for c in (0.01, 0.02, 0.05, 0.1)] + [(0.2, 50, True)],
+    "fb": [(c, n, n == 2) for c in (0.5, 1.0, 2.0, 10.0, 30.0) for n in (1, 2)],
+    "fb_stein": [(c, 10, True) for c in (0.01, 0.02, 0.05, 0.1, 0.3, 1.0)] + [(c, 50, True) for c in (0.2, 3.0)],
     "fb_laplace": [(c, 2, True) for c in (0.5, 1.0, 2.0)], "bw_sgd": [0.1, 0.2, 0.5], "batch_match": [1.0, 10.0, 100.0],
     "numpyro_mvn": [1e-3, 3e-3, 1e-2, 3e-2], "blackjax_fullrank": [1e-3, 3e-3, 1e-2, 3e-2],
 }
 GRIDS_QUICK = {
-    "fb": [(1.0, 1, False), (1.0, 2, True)], "fb_stein": [(0.02, 10, True), (0.05, 10, True)],
+    "fb": [(c, n, n == 2) for c in (1.0, 10.0, 30.0) for n in (1, 2)],
+    "fb_stein": [(0.05, 10, True), (1.0, 10, True)],
     "fb_laplace": [(1.0, 2, True)],
     "bw_sgd": [0.2], "batch_match": [10.0],
     # the peers' learning rate is traced (no recompilation), so quick mode scans their full grid
@@ -208,8 +246,7 @@ def fits(target, budget, grids, metric, beta, seeds):
                     # from the Laplace point the iterates stay where -hess log pi is at most ~ the largest
                     # eigenvalue of the inverse Laplace covariance (85 on logreg, against the global 1890):
                     # the step size in units of that local beta, known from the Laplace step itself
-                    from driftax.infer.gaussian_vi import _laplace
-                    h = c * float(np.linalg.eigvalsh(_laplace(target, jnp.float64)[1])[0])
+                    h = c * laplace_point(target)[3]
                 res, secs, comp, ge = driftax_fit(target, "stochastic_fb", budget, h, seeds,
                                                   "stein" if key == "fb_stein" else "autodiff", n, anti,
                                                   "laplace" if key == "fb_laplace" else None)
@@ -221,11 +258,8 @@ def fits(target, budget, grids, metric, beta, seeds):
                 res, secs, comp, ge = driftax_fit(target, key, budget, h, seeds)
                 cands = {key: res["last"]}
                 desc = f"h={cfg:g}/beta" if key == "bw_sgd" else f"lambda={cfg:g}"
-            elif key == "numpyro_mvn":
-                res, secs, comp, ge = numpyro_fit(ld, d, budget, cfg, seeds)
-                cands, desc = {key: res}, f"lr={cfg:g}"
             else:
-                res, secs, comp, ge = blackjax_fit(ld, d, budget, cfg, seeds)
+                res, secs, comp, ge = peer_fit(key, ld, d, budget, cfg, seeds)
                 cands, desc = {key: res}, f"lr={cfg:g}"
             compile_total += comp
             for label, per_seed in cands.items():
@@ -273,7 +307,7 @@ def stability(quick):
         for label, method, kw in (("fb", "fb", dict(hessian="stein")), ("bw_gd", "bw_gd", dict(hessian="stein")),
                                   ("fb_avg", "stochastic_fb", dict(average="tail")),
                                   ("bw_sgd", "bw_sgd", dict())):
-            q = gaussian_vi(target, method, num_steps=steps, step_size=h, seed=0, **kw)
+            q = gaussian_vi(target, method, num_steps=steps, step_size=h, seed=0, tol=None, **kw)
             finite = bool(np.all(np.isfinite(q.cov)))
             kl = kl_gauss(q.mean, q.cov, mu, sigma) if finite else float("inf")
             rows.append({"method": label, "step_size": h, "c": c, "kl": kl, "diverged": bool(q.diverged),
@@ -288,9 +322,9 @@ def main(argv=None):
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     ap.add_argument("--only", default="gaussian50,logreg,stability",
                     help="comma-separated parts to run (default all): gaussian50, logreg, stability")
-    ap.add_argument("--seeds", type=int, default=None, help="seeds per fit (default 5 with --quick, 10 without)")
+    ap.add_argument("--seeds", type=int, default=None, help="seeds per fit (default 3 with --quick, 10 without)")
     args = ap.parse_args(argv)
-    seeds = list(range(args.seeds or (5 if args.quick else 10)))
+    seeds = list(range(args.seeds or (3 if args.quick else 10)))
     parts = set(args.only.split(","))
     if not parts <= {"gaussian50", "logreg", "stability"}:
         ap.error(f"--only takes gaussian50, logreg, stability, got {args.only!r}")
@@ -299,6 +333,13 @@ def main(argv=None):
     t_start = time.perf_counter()
     c_start = time.process_time()
     rows = []
+    clock = [time.perf_counter(), time.process_time()]
+
+    def lap(what):
+        """Print the wall and CPU seconds since the previous lap (CPU: this process, all threads)."""
+        t, c = time.perf_counter(), time.process_time()
+        print(f"[{what}: {t - clock[0]:.0f} s wall, {c - clock[1]:.0f} s CPU]", flush=True)
+        clock[:] = [t, c]
 
     def record(problem, budget, label, med, seedwise, ge, secs, comp, desc):
         rows.append({"problem": problem, "method": label, "budget": budget, "grad_evals": int(ge), **med,
@@ -321,6 +362,8 @@ def main(argv=None):
     for budget in (BUDGETS if "gaussian50" in parts else ()):
         for res in fits(gauss, budget, grids, kl, 100.0, seeds):
             record("gaussian50", budget, *res)
+    if "gaussian50" in parts:
+        lap("gaussian50")
 
     # (c) stability
     stab, largest = [], {}
@@ -337,31 +380,41 @@ def main(argv=None):
             ok = [r["c"] for r in stab if r["method"] == m and np.isfinite(r["kl"]) and r["kl"] <= 1e-3]
             largest[m] = max(ok) if ok else None
         print("largest c with KL <= 1e-3:", largest, "(* = a step diverged)")
+        lap("stability")
 
     # (b) logistic regression vs NUTS
     lr = gallery.logistic_regression("breast_cancer")
     if "logreg" in parts:
         m_ref, s_ref = nuts_reference(lr, 2000 if args.quick else 10_000, args.out)
+        lap("logreg NUTS reference")
         # -hess log pi = X^T diag(sigma'(X b)) X + I / s^2 <= X^T X / 4 + I / s^2 = -hess log pi(0): the global
         # smoothness constant beta is the top Hessian eigenvalue at b = 0
         beta_lr = float(np.linalg.eigvalsh(-np.asarray(jax.hessian(lr.logdensity_fn)(jnp.zeros(lr.dim))))[-1])
         print(f"logreg: d = {lr.dim}, beta (largest Hessian eigenvalue at 0, a global bound) = {beta_lr:.1f}")
-        # q*: the KL-optimal Gaussian, by deterministic FB-GVI (cubature, autodiff Hessian) from the Laplace point
-        # to stationarity of the Bures-Wasserstein gradient (not counted in any budget)
+        # q*: the KL-optimal Gaussian, estimated by long stochastic FB-GVI runs from the Laplace point (antithetic
+        # pairs, autodiff Hessian: unbiased expectations; h = 1 / beta at the Laplace mode, 85, where the iterates
+        # stay), tail-averaged and then averaged over 4 independent runs; not counted in any budget. Not the
+        # deterministic FB-GVI's fixed point: its degree-3 cubature rule (points at sqrt(d) = 5.6 sd along the axes)
+        # is not exact for the logistic likelihood, and that fixed point lies ~0.10 (W2) from where the unbiased
+        # runs settle (measured), more than the methods' remaining error at 10,000 evaluations.
         t0 = time.perf_counter()
-        path = args.out / f"logreg_qstar_{300 if args.quick else 3000}.npz"
+        qstar_steps = 1000 if args.quick else 6000
+        path = args.out / f"logreg_qstar_sfb_{qstar_steps}.npz"
         if path.exists():
             z = np.load(path)
-            m_opt, s_opt, gn = z["mean"], z["cov"], float(z["grad_norm"])
+            m_opt, s_opt, se = z["mean"], z["cov"], float(z["se"])
         else:
-            # h = 1 / beta at the Laplace mode (85; the iterates stay near the posterior from there)
-            from driftax.infer.gaussian_vi import _laplace
-            h_loc = float(np.linalg.eigvalsh(_laplace(lr, jnp.float64)[1])[0])
-            q_opt = gaussian_vi(lr, "fb", num_steps=300 if args.quick else 3000, step_size=h_loc, init="laplace")
-            m_opt, s_opt, gn = q_opt.mean, q_opt.cov, q_opt.final_grad_norm
-            np.savez(path, mean=m_opt, cov=s_opt, grad_norm=gn)
-        print(f"logreg: q* by deterministic FB-GVI (BW gradient norm {gn:.1e}), W2(q*, NUTS) = "
-              f"{float(bures.w2(m_opt, s_opt, m_ref, s_ref)):.3f} ({time.perf_counter() - t0:.1f} s)", flush=True)
+            runs = gaussian_vi(lr, "stochastic_fb", num_steps=qstar_steps, step_size=laplace_point(lr)[3],
+                               num_samples=2, antithetic=True, average="tail", init="laplace",
+                               seed=list(range(100, 104)), tol=None)
+            m_opt, s_opt = np.mean([q.mean for q in runs], 0), np.mean([q.cov for q in runs], 0)
+            # W2 of one run to the average ~ its sd; the average of 4 is ~ sqrt(4) = 2x closer
+            se = float(np.median([bures.w2(q.mean, q.cov, m_opt, s_opt) for q in runs])) / 2.0
+            np.savez(path, mean=m_opt, cov=s_opt, se=se)
+        print(f"logreg: q* by stochastic FB-GVI (4 x {qstar_steps} steps from the Laplace point, standard error "
+              f"~{se:.3f} in W2), W2(q*, NUTS) = {float(bures.w2(m_opt, s_opt, m_ref, s_ref)):.3f} "
+              f"({time.perf_counter() - t0:.1f} s)", flush=True)
+        lap("logreg q*")
 
     def lr_metric(m, s):
         if not (np.all(np.isfinite(m)) and np.all(np.isfinite(s))):
@@ -381,6 +434,8 @@ def main(argv=None):
     for budget in (BUDGETS if "logreg" in parts else ()):
         for res in fits(lr, budget, grids, lr_metric, beta_lr, seeds):
             record("logreg", budget, *res)
+    if "logreg" in parts:
+        lap("logreg fits")
 
     print_tables(rows)
     plots(rows, stab, args.out)

@@ -48,13 +48,25 @@ grows with ``d`` (``C^{-T} u u^T C^T A`` on a Gaussian target), so the stochasti
 Step size: for ``h <= 1/beta`` FB-GVI converges to the minimiser; for ``1/beta < h < 2/beta`` the iterates stay
 bounded and positive definite but settle at a biased point (on a Gaussian target, the directions of
 curvature ``a > 1/h`` end with a variance other than ``1/a``; measured and tested), and for ``h > 2/beta`` the
-explicit mean step diverges as gradient descent would. ``beta`` is the largest curvature *where the iterates
-go*: from ``N(0, I)`` on a logistic regression that is the curvature at 0 (1890 on the breast-cancer data),
-22x the curvature near the posterior (85), so FB-GVI crawls at ``h = 1/1890``; ``init="laplace"`` starts it
-near the posterior, where ``h`` = 1 / (largest eigenvalue of the inverse Laplace covariance) is safe, and
-that is what makes it competitive there (``benchmarks/bench_gvi.py``, median of 5 seeds: W2 0.198 to the
-NUTS reference at 10,000 gradients, Laplace search included, against 0.226 for BlackJAX's full-rank VI at
-its best learning rate, the best Gaussian being 0.193 away; from ``N(0, I)`` at ``h = 1/1890``: 1.53).
+explicit mean step diverges as gradient descent would.
+
+Why FB-GVI from ``N(0, I)`` trails Adam-based VI on a logistic regression (``benchmarks/bench_gvi.py``,
+breast-cancer data, d = 31, median of 5 seeds, W2 to a long NUTS run at 10,000 gradient evaluations): its mean
+step is plain, unpreconditioned gradient descent on ``E_q[V]``, so ``W2`` contracts like ``(1 - alpha h)^k``
+with ``h <= 1/beta``: ``~ kappa = beta / alpha`` steps per e-fold, each costing ``d + 1`` gradients with the
+autodiff Hessian. There ``beta`` (the curvature at 0, where the iterates start: 1890) is 22x the curvature near the
+posterior (85) and ``alpha`` = 1 (the prior), so at ``h = 1/1890`` one e-fold costs ~60,000 gradients: after
+10,000 (312 steps) W2 is 1.53. Steps past the theory (``h`` = 10/beta to 30/beta, up to 1 / the local curvature)
+are tolerated from ``N(0, I)`` there (no divergence in any seed measured; the mean overshoots first, so at 2,000
+gradients they are no better: 1.58) and reach 0.29 at 10,000 (antithetic pair, last iterate), against 0.226 for
+BlackJAX's full-rank VI at its best Adam learning rate (Adam rescales each coordinate; batch-and-match's mean
+step is preconditioned by the covariance: 0.46; NumPyro: 0.38). The gradient-only Stein form needs steps well
+below ``1/beta_local`` (its noise ~ ``sqrt(d / N) beta``): 0.75. Neither the number of draws (one draw and an
+antithetic pair are even at 2,000; the pair is ahead at 10,000, 0.29 against 0.34) nor the closed-form proximal
+step (exact) is what limits it; the conditioning is. ``init="laplace"`` removes the transient: started at the Laplace point with
+``h`` = 1 / (largest eigenvalue of the inverse Laplace covariance), its L-BFGS search counted, the tail average
+reaches 0.198 (0.077 from the KL-optimal Gaussian, itself 0.183 from the NUTS reference; BlackJAX: 0.143 from it).
+
 For the stochastic form with the autodiff Hessian, an antithetic pair of draws (``num_samples=2,
 antithetic=True``) makes the gradient average exact for a quadratic ``V``: on a Gaussian target the
 iteration is then deterministic and converges linearly instead of stalling at a noise floor.
@@ -205,6 +217,37 @@ def _entropy(factor):
     return 0.5 * d * (1.0 + _LOG_2PI) + 0.5 * jnp.sum(jnp.log(_axes_eigs(factor)))
 
 
+def _stein_hessian(factor, u, grad_v):
+    """Symmetrised Stein estimate ``C^{-T} mean_k(u_k grad V(x_k)^T)`` of ``E_q[hess V]`` (principal-axes ``C``)."""
+    e_hess = _inv_t(factor) @ (u.T @ grad_v / u.shape[0])
+    return 0.5 * (e_hess + e_hess.T)
+
+
+def _moments(logdensity_fn, u, mean, factor, hessian):
+    """``E[V]``, ``E[grad V]`` and the symmetrised ``E[hess V]`` (autodiff or Stein) over the points
+    ``m + C u_k`` (the cubature rule or Monte Carlo draws), equal weights."""
+    x = mean + u @ factor.T
+    if hessian == "autodiff":
+        def grad_aux(y):
+            v, g = jax.value_and_grad(logdensity_fn)(y)
+            return g, (v, g)
+        # forward-over-reverse Hessian; the value and gradient come out of the same pass as auxiliary outputs
+        hess, (logp, score) = jax.vmap(jax.jacfwd(grad_aux, has_aux=True))(x)
+        e_hess = -jnp.mean(hess, axis=0)
+        e_hess = 0.5 * (e_hess + e_hess.T)
+    else:
+        logp, score = jax.vmap(jax.value_and_grad(logdensity_fn))(x)
+        e_hess = _stein_hessian(factor, u, -score)
+    return -jnp.mean(logp), -jnp.mean(score, axis=0), e_hess
+
+
+def _bw_grad_norm(e_grad, e_hess, factor):
+    """L2(q) norm of the Bures-Wasserstein gradient ``x -> E grad V + (E hess V - S^{-1})(x - m)`` of the KL:
+    ``|E grad V|^2 + tr((A - S^{-1}) S (A - S^{-1})) = |E grad V|^2 + |A C - C^{-T}|_F^2`` (``S = C C^T``)."""
+    r = e_hess @ factor - _inv_t(factor)
+    return jnp.sqrt(jnp.sum(e_grad**2) + jnp.sum(r * r))
+
+
 def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num_samples: int | None = None,
                hessian: str = "autodiff", average_start: int | None = None, antithetic: bool = False,
                dtype=jnp.float32):
@@ -220,7 +263,6 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
     eye = jnp.eye(d, dtype=dtype)
     h = jnp.asarray(step_size, dtype)
     score_and_value = jax.value_and_grad(logdensity_fn)
-    hess_logdensity = jax.jacfwd(jax.grad(logdensity_fn))
 
     def normals(key):
         if method in _DETERMINISTIC:
@@ -231,41 +273,26 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
         return jax.random.normal(key, (num_samples, d), dtype)
 
     def moments(u, mean, factor):
-        """E[V], E[grad V], E[hess V] over the points m + C u_k (cubature or Monte Carlo)."""
-        x = mean + u @ factor.T
-        logp, score = jax.vmap(score_and_value)(x)
-        e_v = -jnp.mean(logp)
-        e_grad = -jnp.mean(score, axis=0)
-        if hessian == "autodiff":
-            e_hess = -jnp.mean(jax.vmap(hess_logdensity)(x), axis=0)
-        else:  # Stein: E[hess V] = C^{-T} E[u grad V^T]
-            e_hess = _inv_t(factor) @ ((u.T @ (-score)) / u.shape[0])
-        return x, score, e_v, e_grad, 0.5 * (e_hess + e_hess.T)
-
-    def grad_norm(e_grad, e_hess, factor):
-        # L2(q) norm of the BW gradient x -> E grad V + (E hess V - S^{-1})(x - m) of the KL:
-        # |E grad V|^2 + tr((A - S^{-1}) S (A - S^{-1})) = |E grad V|^2 + |A C - C^{-T}|_F^2  (S = C C^T)
-        r = e_hess @ factor - _inv_t(factor)
-        return jnp.sqrt(jnp.sum(e_grad**2) + jnp.sum(r * r))
+        return _moments(logdensity_fn, u, mean, factor, hessian)
 
     def fb_update(key, state):
         u = normals(key)
-        _, _, e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
+        e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
         elbo = -e_v + _entropy(state.factor)
         mean = state.mean - h * e_grad
         m_mat = eye - h * e_hess
         factor = jko_entropy_step(m_mat @ state.factor, h)
-        return mean, factor, elbo, grad_norm(e_grad, e_hess, state.factor)
+        return mean, factor, elbo, _bw_grad_norm(e_grad, e_hess, state.factor)
 
     def bw_update(key, state):
         u = normals(key)
-        _, _, e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
+        e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
         elbo = -e_v + _entropy(state.factor)
         c_inv_t = _inv_t(state.factor)
         prec = c_inv_t @ c_inv_t.T
         mean = state.mean - h * e_grad
         m_mat = eye - h * (e_hess - 0.5 * (prec + prec.T))
-        return mean, _principal_root(m_mat @ state.factor), elbo, grad_norm(e_grad, e_hess, state.factor)
+        return mean, _principal_root(m_mat @ state.factor), elbo, _bw_grad_norm(e_grad, e_hess, state.factor)
 
     def bam_update(key, state):
         lam = h
@@ -291,8 +318,7 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
         new_cov = factor @ factor.T
         mean = state.mean / (1.0 + lam) + r * (new_cov @ gbar + zbar)
         # gradient norm from the batch: Stein estimate of E hess V (gradient-only, as the method)
-        e_hess = _inv_t(state.factor) @ ((u.T @ (-g)) / b)
-        return mean, factor, elbo, grad_norm(-gbar, 0.5 * (e_hess + e_hess.T), state.factor)
+        return mean, factor, elbo, _bw_grad_norm(-gbar, _stein_hessian(state.factor, u, -g), state.factor)
 
     update = {"fb": fb_update, "stochastic_fb": fb_update, "bw_gd": bw_update, "bw_sgd": bw_update,
               "batch_match": bam_update}[method]
@@ -389,11 +415,7 @@ class GaussianApprox:
         ``L^{-1} cov_self L^{-T}`` (``cov = L L^T``) and ``a - 1 - log a = x - log1p(x)`` (no cancellation
         of ``d`` against traces)."""
         mean, cov = _check_gaussian(mean, cov, self.dim, "mean", "cov")
-        lc = np.linalg.cholesky(cov)
-        a = np.linalg.eigvalsh(_solve_both(lc, np.asarray(self.cov, np.float64)))
-        x = a - 1.0
-        dm = np.linalg.solve(lc, np.asarray(self.mean, np.float64) - mean)
-        return float(0.5 * (np.sum(x - np.log1p(x)) + dm @ dm))
+        return _kl_gaussian(self.mean, self.cov, mean, cov)
 
     def w2_to(self, mean, cov) -> float:
         """2-Wasserstein distance to ``N(mean, cov)`` (:func:`driftax.transport.bures.w2`, float64)."""
@@ -424,10 +446,26 @@ class GaussianApprox:
         return diagnostics.to_inference_data(post, stats, attrs={"method": f"gaussian_vi:{self.method}"}, dims=dims)
 
 
-def _solve_both(lc, s):
-    y = np.linalg.solve(lc, s)
-    y = np.linalg.solve(lc, y.T)
-    return 0.5 * (y + y.T)
+def _kl_gaussian(m1, s1, m2, s2) -> float:
+    """``KL(N(m1, s1) | N(m2, s2))`` in float64 (``s2`` positive definite), as
+    ``1/2 [sum_i (a_i - 1 - log a_i) + |L^{-1} (m1 - m2)|^2]`` with ``a_i`` the eigenvalues of ``L^{-1} s1 L^{-T}``
+    (``s2 = L L^T``) and ``a - 1 - log a = x - log1p(x)``: no cancellation of ``d`` against traces. ``inf`` when
+    ``s1`` is singular or not finite (no density: the KL is infinite)."""
+    m1, s1, m2, s2 = (np.asarray(a, np.float64) for a in (m1, s1, m2, s2))
+    lc = np.linalg.cholesky(s2)
+    if not np.all(np.isfinite(s1)) or not np.all(np.isfinite(m1)):
+        return float("inf")
+    try:
+        np.linalg.cholesky(0.5 * (s1 + s1.T))
+    except np.linalg.LinAlgError:
+        return float("inf")
+    y = np.linalg.solve(lc, np.linalg.solve(lc, s1).T)
+    a = np.linalg.eigvalsh(0.5 * (y + y.T))
+    if np.any(a <= 0):
+        return float("inf")
+    x = a - 1.0
+    dm = np.linalg.solve(lc, m1 - m2)
+    return float(0.5 * (np.sum(x - np.log1p(x)) + dm @ dm))
 
 
 def _check_gaussian(mean, cov, d, mname, cname):
@@ -734,18 +772,8 @@ def _final_check_program(logdensity_fn, hessian):
 
 
 def _cubature_grad_norm(logdensity_fn, mean, factor, hessian):
-    """Bures-Wasserstein gradient norm of KL(q | pi) at q = N(mean, factor factor^T), expectations by the
-    cubature rule, Hessian by autodiff or Stein (exact for Gaussian targets either way; for other targets
-    the deterministic FB-GVI's fixed point is where this vanishes with the same Hessian kind)."""
-    d = mean.shape[0]
-    u = _cubature(d, mean.dtype)
-    x = mean + u @ factor.T
-    g = -jax.vmap(jax.grad(logdensity_fn))(x)
-    e_grad = jnp.mean(g, 0)
-    if hessian == "autodiff":
-        e_hess = -jnp.mean(jax.vmap(jax.jacfwd(jax.grad(logdensity_fn)))(x), 0)
-    else:
-        e_hess = _inv_t(factor) @ (u.T @ g / u.shape[0])
-    e_hess = 0.5 * (e_hess + e_hess.T)
-    r = e_hess @ factor - _inv_t(factor)
-    return jnp.sqrt(jnp.sum(e_grad**2) + jnp.sum(r * r))
+    """Bures-Wasserstein gradient norm of KL(q | pi) at q = N(mean, factor factor^T) (principal-axes factor),
+    expectations by the cubature rule, Hessian by autodiff or Stein (exact for Gaussian targets either way; for
+    other targets the deterministic FB-GVI's fixed point is where this vanishes with the same Hessian kind)."""
+    _, e_grad, e_hess = _moments(logdensity_fn, _cubature(mean.shape[0], mean.dtype), mean, factor, hessian)
+    return _bw_grad_norm(e_grad, e_hess, factor)

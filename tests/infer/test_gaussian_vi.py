@@ -280,6 +280,9 @@ def test_gaussian_approx_methods(x64):
                 + np.linalg.slogdet(cov2)[1] - np.linalg.slogdet(cov)[1])
     assert q.kl_to_gaussian(mean2, cov2) == pytest.approx(kl, rel=1e-10)
     assert q.kl_to_gaussian(mean, cov) == pytest.approx(0.0, abs=1e-14)
+    # a singular q has no density: KL(q | p) = +inf (what the benchmark scores a collapsed fit with)
+    from driftax.infer.gaussian_vi import _kl_gaussian
+    assert _kl_gaussian(mean, np.diag([1.0, 1.0, 0.0]), mean2, cov2) == np.inf
     import ot
     assert q.w2_to(mean2, cov2) == pytest.approx(float(ot.gaussian.bures_wasserstein_distance(
         mean, mean2, cov, cov2)), rel=1e-10)
