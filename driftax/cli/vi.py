@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+# driftax.infer.gaussian_vi.METHODS, repeated (and tested equal) so that parsing arguments does not import JAX
 _METHODS = ("fb", "stochastic_fb", "bw_gd", "bw_sgd", "batch_match")
 
 

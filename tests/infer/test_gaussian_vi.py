@@ -395,6 +395,9 @@ def test_cli_vi_fits_a_numpyro_file_and_writes_draws(tmp_path, capsys):
     idata = az.from_netcdf(tmp_path / "q.nc")
     assert idata.posterior["mu"].shape == (1, 500)
     assert main(["vi", "--model", "no_colon.py", "--steps", "10"]) == 2
+    from driftax.cli import vi
+    from driftax.infer.gaussian_vi import METHODS
+    assert vi._METHODS == METHODS      # the CLI's choices are the library's methods
     assert main(["vi", "--target", "gaussian", "--steps", "10", "--step-size", "-1"]) == 2
 
 
