@@ -99,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
     print(dx.infer.diagnostics.summary(idata).to_string())
     a = idata.attrs
     print(f"\ndivergences: {int(idata.sample_stats.diverging.sum())} while sampling, "
-          f"{a['num_warmup_divergences']} in warm-up; gradient evaluations: {a['num_grad_evals_warmup']:,.0f} "
+          f"{a.get('num_warmup_divergences', 'not reported')} in warm-up; gradient evaluations: {a['num_grad_evals_warmup']:,.0f} "
           f"warm-up + {a['num_grad_evals_sampling']:,.0f} sampling (all chains)")
     print(dx.infer.diagnostics.verdict(idata))
     if args.plots:

@@ -1,9 +1,10 @@
 """The one registry of sampling methods: name -> how to init, step and adapt.
 
 `driftax.infer.sample`, the CLI and the benchmarks all read this table, so a new kernel is
-added here once. A method's ``step(state, noise, logdensity_fn, step_size, inverse_mass_matrix)``
+added here once. A method's ``step(state, noise, logdensity_fn, step_size, inverse_mass_matrix, *params)``
 is its kernel with the randomness passed in (``noise_size(dim)`` standard normals), so the
-sampling loop can draw noise for all chains in bulk. ``bind(target)`` gives what the kernel
+sampling loop can draw noise for all chains in bulk (``params``: what a method's own warm-up tunes
+besides the step size and metric, ChEES's trajectory length, MCLMC's L). ``bind(target)`` gives what the kernel
 evaluates (the log-density for most; SGLD's minibatch form of the target's data likelihood).
 """
 from __future__ import annotations
@@ -13,7 +14,7 @@ import functools
 import math
 from typing import Callable
 
-from driftax.samplers import averaging, hmc, langevin
+from driftax.samplers import averaging, hmc, langevin, mclmc
 
 __all__ = ["Method", "register", "get", "available", "sgld", "with_average"]
 
@@ -72,6 +73,20 @@ class Method:
         Optional step used during warm-up instead of ``step`` (same signature and noise size).
         ULA warms up with MALA's accept/reject, so the chain cannot run away while the step size
         and metric are still being found; sampling then drops the correction.
+    adapt
+        Optional warm-up of the method's own, replacing the loop's windowed adaptation:
+        ``(density, positions, key, num_warmup, step_size, mass_matrix, target_acceptance) ->
+        hmc.Adapted`` (states, step size, diagonal metric or None, further kernel ``params``,
+        gradient evaluations, divergences). ChEES tunes its trajectory length across chains,
+        MCLMC its L from an autocorrelation time: neither fits a per-step update of one step size.
+        The loop jits it once over all chains, sharded over devices.
+    mass_matrices
+        The ``mass_matrix`` settings the method accepts (besides ``None``).
+    takes_step_size
+        Whether ``step_size=`` means anything to it (MCLMC's tuner starts from its own, sqrt(d)/4).
+    param_names
+        Names of the ``params`` its own warm-up tunes; their values go to the InferenceData's
+        attrs as ``adapted_{name}``.
     """
 
     name: str
@@ -88,6 +103,10 @@ class Method:
     stats: tuple[str, ...] = ()
     grad_evals: Callable = _one_gradient
     warmup_step: Callable | None = None
+    adapt: Callable | None = None
+    mass_matrices: tuple[str, ...] = ("diag", "dense")
+    takes_step_size: bool = True
+    param_names: tuple[str, ...] = ()
 
 
 _REGISTRY: dict[str, Method] = {}
@@ -178,6 +197,50 @@ register(Method(
     grad_evals=lambda info, density: info.n_steps,
 ))
 
+# ChEES-HMC: jittered HMC whose trajectory length and step size are tuned across all chains by
+# BlackJAX's chees_adaptation; 0.651 is the optimal acceptance of HMC (Beskos et al., 2013) the
+# paper aims at. The metric, when asked for, is BlackJAX's pooled diagonal estimate.
+register(Method(
+    name="hmc_chees",
+    init=hmc.chees_init,
+    step=hmc.chees_step,
+    noise_size=hmc.chees_noise_size,
+    build_kernel=hmc.chees_build_kernel,
+    default_step_size=0.1,
+    target_acceptance=0.651,
+    stats=("n_steps", "energy"),
+    grad_evals=lambda info, density: info.n_steps,
+    adapt=hmc.chees_warmup,
+    mass_matrices=("diag",),
+    param_names=("num_leapfrog_steps",),
+))
+
+
+def _needs_two_dims(target):
+    if target.dim < 2:
+        raise ValueError(f"method 'mclmc' needs a target of dimension >= 2 (its direction lives on the "
+                         f"unit sphere of R^d); {target.name!r} has dimension {target.dim}")
+    return target.logdensity_fn
+
+
+# MCLMC: no Metropolis step; BlackJAX's tuner sets h (energy error 5e-4 per dimension) and L.
+register(Method(
+    name="mclmc",
+    init=mclmc.init,
+    step=mclmc.step,
+    noise_size=mclmc.noise_size,
+    build_kernel=mclmc.build_kernel,
+    default_step_size=1.0,
+    reports_acceptance=False,
+    bind=_needs_two_dims,
+    stats=("energy_error",),
+    grad_evals=lambda info, density: mclmc.GRADS_PER_STEP,
+    adapt=mclmc.warmup,
+    mass_matrices=("diag",),
+    takes_step_size=False,
+    param_names=("L",),
+))
+
 # Spherical Langevin on S^{d-1}: the target's log-density is read on the unit sphere.
 register(Method(
     name="spherical",
@@ -198,8 +261,8 @@ def with_average(method: Method, transform: Callable, schedule) -> Method:
     init, step, reset = averaging.wrap(method.init, method.step, transform, schedule)
     inner_warmup = method.warmup_step or method.step
 
-    def warmup_step(state, noise, density, step_size, imm):  # warm-up iterates are never averaged
-        inner, info = inner_warmup(state.inner, noise, density, step_size, imm)
+    def warmup_step(state, noise, density, step_size, imm, *params):  # warm-up iterates are never averaged
+        inner, info = inner_warmup(state.inner, noise, density, step_size, imm, *params)
         return state._replace(inner=inner), info
 
     return dataclasses.replace(method, init=init, step=step, start_sampling=reset, warmup_step=warmup_step)

@@ -37,6 +37,8 @@ __all__ = ["sample"]
 
 _AXIS = "chain"
 _NOISE_BYTES = 4 << 20
+_ADAPT_STREAM = 2**31 - 1  # fold_in index of a method's own warm-up key (devices' streams are 0, 1, ...)
+_MIN_OWN_WARMUP = 10
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -84,7 +86,11 @@ def sample(
         1.02-3.3 and bulk ESS 4-263 (benchmarks/RESULTS.md). NUTS spends 7-127 gradients a draw to
         MALA's one, and still gives more effective draws per gradient on all four. ``"mala"`` is
         the cheapest per step on smooth, well-scaled targets; ``"ula"``, ``"sgld"`` and
-        ``"spherical"`` serve averaged estimators (``average=``).
+        ``"spherical"`` serve averaged estimators (``average=``). ``"hmc_chees"`` (jittered HMC
+        whose trajectory length is tuned across chains) and ``"mclmc"`` (microcanonical Langevin,
+        unadjusted: a small bias set by its step size) bring their own warm-up
+        (`driftax.samplers.hmc.chees_warmup`, `driftax.samplers.mclmc.warmup`) in place of the
+        windowed one below; they are built for many chains at once.
     num_chains, num_samples, num_warmup, thinning
         Chains (``>= 1``), kept draws per chain (``>= 1``), warm-up steps (``>= 0``), steps per
         kept draw (``>= 1``).
@@ -97,7 +103,8 @@ def sample(
         and the best chain's Gaussian approximation gives the warm-up its first metric, which
         is what a posterior far from the starts, or far narrower or more correlated than the
         identity metric, needs (a regression with coefficient sds of 1e-3, or on an uncentred
-        covariate); it costs one L-BFGS run per chain (at most 100 iterations).
+        covariate); it costs one L-BFGS run per chain (at most 100 iterations). Methods with
+        their own warm-up (``"hmc_chees"``, ``"mclmc"``) take the starting points only.
     progress
         Show a progress bar (updated between compiled chunks).
     step_size
@@ -105,6 +112,7 @@ def sample(
     mass_matrix
         ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: ``"diag"`` for
         kernels that take a metric, ``None`` for those that do not (``"spherical"``).
+        ``"hmc_chees"`` and ``"mclmc"`` estimate a diagonal one only.
     target_acceptance
         Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA; none for ULA,
         whose step size is then the one given, but ULA reports the acceptance MALA would have had,
@@ -133,10 +141,14 @@ def sample(
     arviz.InferenceData
         ``posterior``: every constrained site of the target (deterministic sites included) with
         dims ``(chain, draw, ...)``; ``sample_stats``: ``lp``, ``acceptance_rate``, ``diverging``,
-        ``step_size`` (and for NUTS ``n_steps``, ``tree_depth``, ``energy``: ArviZ's names, so
-        ``az.summary`` and ``az.plot_energy`` work); attrs: method, warm-up, final step size,
-        devices, sampling time, and ``num_grad_evals_warmup`` / ``num_grad_evals_sampling``, the
-        gradient evaluations of all chains (an SGLD minibatch counts B/N).
+        ``step_size`` (and for NUTS ``n_steps``, ``tree_depth``, ``energy``; for ChEES ``n_steps``,
+        ``energy``; for MCLMC ``energy_error``, and an ``acceptance_rate`` of NaN, as it has no
+        Metropolis step: ArviZ's names, so ``az.summary`` and ``az.plot_energy`` work); attrs:
+        method, warm-up, final step size, devices, sampling time, ``num_grad_evals_warmup`` /
+        ``num_grad_evals_sampling`` (the gradient evaluations of all chains; an SGLD minibatch
+        counts B/N), ``num_warmup_divergences`` (where the warm-up reports them: MCLMC's tuner
+        does not), and the parameters a method's own warm-up tuned (``adapted_num_leapfrog_steps``
+        for ChEES, ``adapted_L`` for MCLMC).
     """
     opts = _validate(target, method, num_chains=num_chains, num_samples=num_samples, num_warmup=num_warmup,
                      thinning=thinning, seed=seed, step_size=step_size, adapt_step_size=adapt_step_size,
@@ -153,9 +165,15 @@ def sample(
 
     bar = _progress(num_warmup + num_samples * thinning, progress and jax.process_index() == 0)
     t0 = time.perf_counter()
-    states, rng_state, step, imm, warmup_divergences, warmup_grads = _warm_up(
-        progs, states, rng_state, opts, layout, target.dim, bar, first_metric)
-    states, posterior, stats, sampling_grads = _draw(progs, states, rng_state, step, imm, target, opts, layout, bar)
+    if opts.method.adapt is not None:
+        states, step, imm, params, warmup_divergences, warmup_grads = _own_warm_up(
+            progs, states, jax.random.fold_in(key_rng, _ADAPT_STREAM), opts, bar)
+    else:
+        states, rng_state, step, imm, warmup_divergences, warmup_grads = _warm_up(
+            progs, states, rng_state, opts, layout, target.dim, bar, first_metric)
+        params = ()
+    states, posterior, stats, sampling_grads = _draw(progs, states, rng_state, step, imm, params, target, opts,
+                                                     layout, bar)
     bar.close()
     elapsed = time.perf_counter() - t0
 
@@ -168,11 +186,13 @@ def sample(
         "step_size": float(step),
         "mass_matrix": str(opts.mass_matrix),
         "num_devices": int(mesh.devices.size),
-        "num_warmup_divergences": int(warmup_divergences),
         "num_grad_evals_warmup": float(warmup_grads),
         "num_grad_evals_sampling": float(sampling_grads),
         "sampling_time": float(elapsed),
     }
+    if warmup_divergences is not None:  # MCLMC's tuner does not report its divergences
+        attrs["num_warmup_divergences"] = int(warmup_divergences)
+    attrs.update({f"adapted_{name}": float(v) for name, v in zip(opts.method.param_names, params)})
     idata = diagnostics.to_inference_data(posterior, stats, attrs=attrs, dims=target.dims)
     if average is not None:
         _add_averages(idata, states, target)
@@ -210,6 +230,7 @@ def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, 
     num_warmup = check_int("num_warmup", num_warmup, 0)
     thinning = check_int("thinning", thinning, 1)
     unroll = check_int("unroll", unroll, 1)
+    given_step_size = step_size is not None
     if step_size is None:
         step_size = method.default_step_size
     step_size = check_real("step_size", step_size, positive=True)
@@ -219,7 +240,13 @@ def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, 
         mass_matrix = "diag" if method.takes_metric else None
     if mass_matrix is not None and not method.takes_metric:
         raise ValueError(f"method {method.name!r} takes no mass matrix; pass mass_matrix=None")
+    if mass_matrix is not None and mass_matrix not in method.mass_matrices:
+        raise ValueError(f"method {method.name!r} adapts no {mass_matrix!r} mass matrix; pass mass_matrix="
+                         f"{' or '.join(repr(m) for m in method.mass_matrices)} or None")
     density = method.bind(target)  # errors for a target the method cannot use (SGLD without data)
+    _check_differentiable(target, method)
+    if method.adapt is not None:
+        _check_own_warm_up(method, num_warmup, adapt_step_size, average, given_step_size)
     if target_acceptance is not None and not method.reports_acceptance:
         raise ValueError(f"target_acceptance does not apply to method {method.name!r}: it has no Metropolis "
                          "acceptance to tune the step size by; pass step_size= instead")
@@ -248,6 +275,37 @@ def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, 
         method = methods.with_average(method, target.constrain, schedule)
     return _Options(method, num_chains, num_samples, num_warmup, thinning, step_size, bool(adapt_step_size),
                     mass_matrix, target_acceptance, chunk_size, unroll, key, dtype)
+
+
+def _check_differentiable(target: Target, method: methods.Method) -> None:
+    """Every registered kernel follows the gradient: trace ``value_and_grad`` of the log-density
+    once, abstractly, so a density JAX cannot differentiate (NumPy code, a callback without a JVP,
+    an integer result) fails here, by name, rather than deep inside the compiled loop."""
+    x = jax.ShapeDtypeStruct((target.dim,), jnp.result_type(float))
+    try:
+        jax.eval_shape(jax.value_and_grad(target.logdensity_fn), x)
+    except Exception as err:  # noqa: BLE001 - any failure to trace the gradient is the same input error
+        msg = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise ValueError(
+            f"method {method.name!r} needs the gradient of the log-density of {target.name!r}, and JAX cannot "
+            f"differentiate it ({type(err).__name__}: {msg[:300]}); write the log-density with jax.numpy "
+            "operations of a real-valued, differentiable function of a float vector") from err
+
+
+def _check_own_warm_up(method: methods.Method, num_warmup: int, adapt_step_size, average, given_step_size) -> None:
+    """Options a method with its own warm-up (ChEES, MCLMC) cannot honour are errors, not ignored."""
+    if num_warmup < _MIN_OWN_WARMUP:
+        raise ValueError(f"method {method.name!r} tunes its kernel in its own warm-up: num_warmup must be at least "
+                         f"{_MIN_OWN_WARMUP} (hundreds are usual), got {num_warmup}")
+    if not adapt_step_size:
+        raise ValueError(f"adapt_step_size=False does not apply to method {method.name!r}: its warm-up always tunes "
+                         "the step size with the rest of its kernel")
+    if average is not None:
+        raise ValueError(f"average= does not apply to method {method.name!r}; averages serve the Langevin kernels "
+                         "('ula', 'sgld', 'spherical', 'mala', 'nuts')")
+    if given_step_size and not method.takes_step_size:
+        raise ValueError(f"step_size= does not apply to method {method.name!r}: its warm-up starts from a step "
+                         "size of its own")
 
 
 def _initial_positions(target: Target, init, num_chains: int, key, dtype, mass_matrix):
@@ -348,7 +406,25 @@ def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Lay
     return states, rng_state, jnp.asarray(step, opts.dtype), imm, divergences, grad_evals
 
 
-def _draw(progs: "_Programs", states, rng_state, step, imm, target: Target, opts: _Options, layout: _Layout, bar):
+def _own_warm_up(progs: "_Programs", states, key, opts: _Options, bar):
+    """A method's own warm-up (`methods.Method.adapt`), one compiled program over all chains;
+    returns what `_warm_up` does, plus the kernel parameters it tuned."""
+    bar.set_postfix(phase=f"warmup ({opts.method.name}'s own)", refresh=True)
+    adapted = progs.adapt(states.position, key, jnp.asarray(opts.step_size, opts.dtype), opts.num_warmup)
+    step, grads = float(adapted.step_size), float(adapted.grad_evals)
+    if not (np.isfinite(step) and step > 0) or not all(np.isfinite(float(p)) for p in adapted.params):
+        raise FloatingPointError(
+            f"method {opts.method.name!r}: its warm-up ended with a step size of {step} and parameters "
+            f"{[float(p) for p in adapted.params]}; the target's log-density or gradient is likely not finite "
+            "where the chains went (try init=, or more num_warmup)")
+    bar.update(opts.num_warmup)
+    divergences = None if adapted.divergences is None else int(adapted.divergences)
+    return (adapted.states, jnp.asarray(step, opts.dtype), adapted.inverse_mass_matrix, adapted.params,
+            divergences, grads)
+
+
+def _draw(progs: "_Programs", states, rng_state, step, imm, params, target: Target, opts: _Options,
+          layout: _Layout, bar):
     """Run the sampling chunks, copying each chunk's draws into preallocated host arrays; return
     the final states, the draws, the sample stats and the gradient evaluations (all chains)."""
     n, s = opts.num_chains, opts.num_samples
@@ -357,7 +433,7 @@ def _draw(progs: "_Programs", states, rng_state, step, imm, target: Target, opts
     stats = {}  # allocated from the first chunk's names and dtypes
     n_divergent, grad_evals = 0, 0.0
     for c in range(layout.n_d_chunks):
-        states, rng_state, draws, chunk_stats = progs.sample(states, rng_state, step, imm)
+        states, rng_state, draws, chunk_stats = progs.sample(states, rng_state, step, imm, params)
         draws, chunk_stats = to_host((draws, chunk_stats))
         lo, hi = c * layout.d_chunk, min((c + 1) * layout.d_chunk, s)
         for name, arr in draws.items():
@@ -367,8 +443,9 @@ def _draw(progs: "_Programs", states, rng_state, step, imm, target: Target, opts
             stats.setdefault(name, np.empty((n, s), arr.dtype))[:, lo:hi] = arr[: hi - lo].T
         n_divergent += int(chunk_stats["diverging"][: hi - lo].sum())
         bar.update((hi - lo) * opts.thinning)
-        bar.set_postfix(phase="sampling", accept=f"{stats['acceptance_rate'][:, :hi].mean():.2f}",
-                        divergent=n_divergent, refresh=False)
+        accept = stats["acceptance_rate"][:, :hi]
+        bar.set_postfix(phase="sampling", divergent=n_divergent, refresh=False,
+                        **({} if np.isnan(accept).all() else {"accept": f"{np.nanmean(accept):.2f}"}))
     if "step_size" not in stats:
         stats["step_size"] = np.full((n, s), float(step), np.float32)
     return states, posterior, stats, grad_evals
@@ -388,7 +465,10 @@ def _add_averages(idata, states, target: Target) -> None:
 
 
 def _reports_step_size(method: methods.Method, density, dim: int, dtype) -> bool:
-    """Whether the kernel's info carries the step size it used (traced once, abstractly)."""
+    """Whether the kernel's info carries the step size it used (traced once, abstractly). Methods
+    with their own warm-up keep the step size it found."""
+    if method.adapt is not None:
+        return False
     x = jax.ShapeDtypeStruct((dim,), dtype)
     state = jax.eval_shape(lambda p: method.init(p, density), x)
     noise = jax.ShapeDtypeStruct((method.noise_size(dim),), dtype)
@@ -405,6 +485,7 @@ class _Programs(NamedTuple):
     sample: Callable
     start_sampling: Callable | None
     reports_step_size: bool
+    adapt: Callable | None
 
 
 @functools.lru_cache(maxsize=8)  # holds targets (and their data) alive: keep it small
@@ -437,10 +518,10 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     def shard(f, in_specs, out_specs):
         return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))
 
-    def steps(chain_states, noise, step_size, imm):
+    def steps(chain_states, noise, step_size, imm, params):
         """Run ``len(noise)`` steps of every local chain; return the final states and the infos."""
         def body(states, z):
-            return jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm))(states, z)
+            return jax.vmap(lambda s, e: step(s, e, logdensity_fn, step_size, imm, *params))(states, z)
         return lax.scan(body, chain_states, noise, unroll=unroll)
 
     def warmup_chunk(chain_states, rs, ad, stages, ends):
@@ -482,7 +563,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
     # otherwise sub-blocks of the largest divisor of thinning not above block (memory stays bounded).
     sub = thinning if thinning <= block else max(k for k in range(1, block + 1) if thinning % k == 0)
 
-    def sample_chunk(chain_states, rs, step_size, imm):
+    def sample_chunk(chain_states, rs, step_size, imm, params):
         m = None if imm is None else metric(imm)
         n_local = chain_states.logdensity.shape[0]
 
@@ -500,7 +581,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             return jax.vmap(target.constrain)(chain_states.position), stats
 
         def draw(chain_states, noise):
-            chain_states, info = steps(chain_states, noise, step_size, m)
+            chain_states, info = steps(chain_states, noise, step_size, m, params)
             return chain_states, finish(chain_states, info)
 
         def block_fn(carry, _):
@@ -513,7 +594,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
             def sub_block(c, _):  # long thinning: noise for `sub` steps at a time
                 s, r = c
                 r, noise = fast_rng.normal(r, (sub, n_local, n_noise), dtype)
-                s, info = steps(s, noise, step_size, m)
+                s, info = steps(s, noise, step_size, m, params)
                 return (s, r), info
             (chain_states, r), info = lax.scan(sub_block, (chain_states, rs[0]), None, length=thinning // sub)
             info = jax.tree.map(lambda a: a.reshape((thinning,) + a.shape[2:]), info)
@@ -532,11 +613,28 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
         ad_init=ad_init,
         ad_final=jax.jit(ad_final),
         warmup=shard(warmup_chunk, (chain_spec, chain_spec, rep, rep, rep), (chain_spec,) * 2 + (rep,) * 4),
-        sample=shard(sample_chunk, (chain_spec, chain_spec, rep, rep), (chain_spec, chain_spec, draw_spec, draw_spec)),
+        sample=shard(sample_chunk, (chain_spec, chain_spec, rep, rep, rep),
+                     (chain_spec, chain_spec, draw_spec, draw_spec)),
         start_sampling=None if method.start_sampling is None else shard(
             jax.vmap(method.start_sampling), (chain_spec,), chain_spec),
         reports_step_size=reports_step_size,
+        adapt=None if method.adapt is None else _own_warm_up_program(
+            method, logdensity_fn, mesh, mass_matrix, target_acceptance),
     )
+
+
+def _own_warm_up_program(method: methods.Method, logdensity_fn, mesh: Mesh, mass_matrix, target_acceptance: float):
+    """``(positions, key, step_size, num_warmup) -> hmc.Adapted``, jitted once per warm-up length.
+    The chains stay sharded over the mesh (the method's cross-chain means become all-reduces) and
+    the states come back laid out as the sampling program takes them."""
+    chains = jax.sharding.NamedSharding(mesh, P(_AXIS))
+
+    @functools.partial(jax.jit, static_argnums=3)
+    def run(positions, key, step_size, num_warmup):
+        positions = lax.with_sharding_constraint(positions, chains)
+        adapted = method.adapt(logdensity_fn, positions, key, num_warmup, step_size, mass_matrix, target_acceptance)
+        return adapted._replace(states=lax.with_sharding_constraint(adapted.states, chains))
+    return run
 
 
 def _progress(total: int, show: bool):

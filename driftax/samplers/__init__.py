@@ -1,5 +1,5 @@
 """Markov kernels in BlackJAX form: ``init(position, ...) -> State``, ``kernel(key, state, ...) -> (State, Info)``."""
-from driftax.samplers import averaging, diffusion, langevin, paris, smc
+from driftax.samplers import averaging, diffusion, hmc, langevin, mclmc, paris, smc
 from driftax.samplers.langevin import MALAInfo, MALAState, mala, sgld, spherical, ula
 
-__all__ = ["averaging", "diffusion", "langevin", "paris", "smc", "mala", "ula", "sgld", "spherical", "MALAState", "MALAInfo"]
+__all__ = ["averaging", "diffusion", "hmc", "langevin", "mclmc", "paris", "smc", "mala", "ula", "sgld", "spherical", "MALAState", "MALAInfo"]

@@ -1,4 +1,5 @@
 """Sharding: 4 CPU devices in one process, and 2 processes joined by jax.distributed on 127.0.0.1.
+NUTS's pooled warm-up on 4 devices equals the one on 1 device for the same draws.
 
 Each run happens in a fresh interpreter (device count and distributed state are fixed at start-up).
 Ground truth: the 6-d Gaussian N(m, diag(s^2)); runs agree with it and with each other within
@@ -16,7 +17,7 @@ import pytest
 
 SCRIPT = textwrap.dedent("""
     import json, os, sys
-    n_local, pid, nproc, port, chains = (int(a) for a in sys.argv[1:6])
+    n_local, pid, nproc, port, chains, nuts = (int(a) for a in sys.argv[1:7])
     os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={n_local}"
     import jax
     if nproc > 1:
@@ -33,7 +34,37 @@ SCRIPT = textwrap.dedent("""
                           seed=2, progress=False, average="polyak")
     stored = avg.posterior["x"].values.astype(np.float64)
     pooled_mean, pooled_var = dx.infer.diagnostics.pooled_averages(avg)["x"]
-    print("RESULT" + json.dumps({
+    extra = {}
+    if nuts:
+        # NUTS end to end, and its pooled warm-up on fixed draws: the same 8 chains' positions and
+        # acceptance rates fed to the adaptation sharded over this process's devices
+        from jax.sharding import PartitionSpec as P
+        from driftax._sharding import batch_mesh
+        from driftax.infer import adaptation
+        nuts_idata = dx.infer.sample(target, "nuts", num_chains=chains, num_samples=1000, num_warmup=300,
+                                     seed=3, progress=False)
+        rng = np.random.default_rng(0)
+        xs = jnp.asarray(np.asarray(m) + np.asarray(s) * rng.normal(size=(300, chains, 6)), jnp.float32)
+        accs = jnp.asarray(rng.uniform(0.5, 1.0, size=(300, chains)), jnp.float32)
+        stage, end = (jnp.asarray(a) for a in adaptation.schedule(300, 300))
+        for dense in (False, True):
+            ad_init, ad_update, ad_final = adaptation.window_adaptation(
+                0.8, 6, "dense" if dense else "diag", axis_name="chain")
+            def run(xs, accs):
+                def body(ad, inp):
+                    return ad_update(ad, *inp), None
+                ad0 = ad_init(0.5, jnp.eye(6) if dense else jnp.ones(6))
+                ad, _ = jax.lax.scan(body, ad0, (stage, end, xs, accs))
+                return ad_final(ad)
+            mesh = batch_mesh(chains, "chain")
+            step, imm = jax.jit(jax.shard_map(run, mesh=mesh, in_specs=(P(None, "chain"), P(None, "chain")),
+                                              out_specs=P(), check_vma=False))(xs, accs)
+            extra["pooled_dense" if dense else "pooled_diag"] = [float(step), np.asarray(imm).ravel().tolist()]
+        nx = nuts_idata.posterior["x"].values
+        extra.update(nuts_mean=nx.reshape(-1, 6).mean(0).tolist(), nuts_sd=nx.reshape(-1, 6).std(0).tolist(),
+                     nuts_ess=az.ess(nuts_idata)["x"].values.tolist(),
+                     nuts_divergent=int(nuts_idata.sample_stats.diverging.sum()))
+    print("RESULT" + json.dumps({**extra,
         "repeat_equal": bool(np.array_equal(x, again.posterior["x"].values)),
         "avg_mean_err": float(np.abs(pooled_mean - stored.reshape(-1, 6).mean(0)).max()),
         "avg_var_err": float(np.abs(pooled_var - stored.reshape(-1, 6).var(0)).max()),
@@ -47,11 +78,12 @@ M = np.arange(6.0) - 2.5
 S = np.linspace(0.5, 2.0, 6)
 
 
-def _run(tmp_path, n_local, pid=0, nproc=1, port=0, chains=8):
+def _run(tmp_path, n_local, pid=0, nproc=1, port=0, chains=8, nuts=False):
     script = tmp_path / "worker.py"
     script.write_text(SCRIPT)
     env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-    return subprocess.Popen([sys.executable, str(script), str(n_local), str(pid), str(nproc), str(port), str(chains)],
+    args = [str(a) for a in (n_local, pid, nproc, port, chains, int(nuts))]
+    return subprocess.Popen([sys.executable, str(script), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
@@ -73,11 +105,35 @@ def _check_against_truth(res):
 
 @pytest.fixture(scope="module")
 def one_device(tmp_path_factory):
-    return _result(_run(tmp_path_factory.mktemp("one"), 1))
+    return _result(_run(tmp_path_factory.mktemp("one"), 1, nuts=True))
 
 
-def test_four_devices_shard_chains_and_agree_with_one_device(tmp_path, one_device):
-    four = _result(_run(tmp_path, 4))
+@pytest.fixture(scope="module")
+def four_devices(tmp_path_factory):
+    return _result(_run(tmp_path_factory.mktemp("four"), 4, nuts=True))
+
+
+def test_pooled_nuts_warm_up_on_four_devices_equals_one_device(one_device, four_devices):
+    """The same 300 steps of 8 chains' positions and acceptance rates, adapted with the chains on 1
+    device and spread over 4: every statistic is a psum over devices, so the step size and the
+    metric (diag and dense) agree but for float32 summation order (rtol 1e-5; a metric computed
+    from one device's 2 chains instead of all 8 would differ by tens of percent). NUTS end to end on
+    4 devices reaches the Gaussian within Monte Carlo error."""
+    for key in ("pooled_diag", "pooled_dense"):
+        (step1, imm1), (step4, imm4) = one_device[key], four_devices[key]
+        np.testing.assert_allclose(step4, step1, rtol=1e-5)
+        np.testing.assert_allclose(imm4, imm1, rtol=1e-5, atol=1e-6)
+    diag = np.asarray(one_device["pooled_diag"][1])
+    # Stan's windows of this warm-up end with 8 chains x 100 draws of N(m, s^2): the metric is s^2
+    # within 5 sds of a variance from 800 independent draws (sqrt(2/800) = 5 %), shrunk by n/(n+5)
+    assert np.all(np.abs(diag / S**2 - 1) < 5 * np.sqrt(2 / 800)), diag / S**2
+    for res in (one_device, four_devices):
+        assert res["nuts_divergent"] == 0
+        _check_against_truth({"ess": res["nuts_ess"], "mean": res["nuts_mean"], "sd": res["nuts_sd"]})
+
+
+def test_four_devices_shard_chains_and_agree_with_one_device(four_devices, one_device):
+    four = four_devices
     assert one_device["devices"] == 1 and four["devices"] == 4
     _check_against_truth(one_device)
     _check_against_truth(four)
