@@ -1,3 +1,5 @@
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,9 +69,7 @@ def test_transport_cost_tends_to_emd():
         assert -1e-10 <= gap <= eps * np.log(50) + 1e-10
         gaps.append(gap)
     assert gaps[0] > gaps[1] > gaps[2]
-    res = tr.sns(a, b, C, 2e-4, tol=1e-10)
-    assert bool(res.converged)
-    assert abs(float(res.transport_cost) - exact) <= 2e-4 * np.log(50)
+    # (SNS at eps = 1e-4 max C against ot.emd2: test_small_epsilon_is_finite)
 
 
 def test_epsilon_scaling_same_solution():
@@ -101,9 +101,7 @@ def test_zero_weights_match_compressed_problem():
     assert np.all(P[~ka] == 0) and np.all(P[:, ~kb] == 0)
     np.testing.assert_allclose(P[np.ix_(ka, kb)], plan_np(ref), atol=1e-10 * P.max())
     assert abs(float(res.reg_cost) - float(ref.reg_cost)) <= 1e-9 * abs(float(ref.reg_cost))
-    rs = tr.sns(a, b, C, 0.01, tol=1e-11)
-    assert bool(rs.converged)
-    np.testing.assert_allclose(plan_np(rs), P, atol=1e-8 * P.max())
+    # (SNS with zero weights against this solver: test_validation.py::test_warm_start_from_result_with_zero_weights)
 
 
 def test_vmap_over_batch_equals_single_solves(x64):
@@ -161,7 +159,7 @@ def test_float32_mode_warns_and_works():
     with pytest.warns(RuntimeWarning, match="float32"):
         res = tr.sinkhorn(a, b, C, 0.05, tol=1e-8, max_iter=200, dtype=jnp.float32)
     assert res.f.dtype == jnp.float32
-    res = tr.sinkhorn(a, b, C, 0.05, tol=1e-5, dtype="float32")
+    res = tr.sinkhorn(a, b, C, 0.05, tol=1e-5, max_iter=200, dtype="float32")  # (34 sweeps; one compiled program)
     assert bool(res.converged)
 
 
@@ -179,7 +177,8 @@ def test_plan_and_apply():
 
 def test_public_marginal_error_matches_solver_without_x64():
     assert not jax.config.jax_enable_x64
-    a, b, C = point_clouds(60, 50, weights=True, seed=3)
+    # (the problem of the POT comparisons above and test_sns_matches_pot_sinkhorn_log: their compiled solvers)
+    a, b, C = point_clouds(60, 45, weights=True, seed=1)
     eps = 1e-2
     for res in (tr.sinkhorn(a, b, C, eps, tol=1e-9), tr.sns(a, b, C, eps, tol=1e-9)):
         assert res.f.dtype == jnp.float64
@@ -244,13 +243,19 @@ def test_norms_l2_and_linf_against_pot():
     assert iters["linf"] < iters["l1"]
 
 
+@functools.partial(jax.jit, static_argnums=7)
+def _loop300(a, b, C, eps, f, g, tol, log):
+    # (the problem as arguments, not constants: one compiled program per sweep form for every epsilon below)
+    from driftax.transport.sinkhorn import sinkhorn_loop
+
+    return sinkhorn_loop(a, b, C, eps, f, g, tol, max_iter=300, norm="l1", log_domain=log)
+
+
 @pytest.mark.parametrize("rel_eps", [5e-2, 1e-3, 1e-4])
 def test_scaling_form_sweeps_equal_log_domain_sweeps(x64, rel_eps):
     # issue 14: sinkhorn's scaling-form sweeps (absorption, log-domain completion where the kernel underflows)
     # give today's log-domain iterates to 1e-12 relative, also at eps = 1e-4 max C (exp(-C/eps) underflows almost
     # everywhere: entries down to exp(-10^4)) and with zero weights (-inf potentials)
-    from driftax.transport.sinkhorn import sinkhorn_loop
-
     a, b, C = point_clouds(50, 40, weights=True, seed=14)
     a[[3, 7]] = 0.0
     b[5] = 0.0
@@ -258,11 +263,9 @@ def test_scaling_form_sweeps_equal_log_domain_sweeps(x64, rel_eps):
     a, b, C = jnp.asarray(a), jnp.asarray(b), jnp.asarray(C)
     eps = jnp.asarray(rel_eps * float(C.max()))
     z = (jnp.zeros_like(a), jnp.zeros_like(b))
-    run = jax.jit(lambda tol, log: sinkhorn_loop(a, b, C, eps, *z, tol, max_iter=300, norm="l1", log_domain=log),
-                  static_argnums=1)
     for tol in (1e-300, 1e-9):  # a fixed number of sweeps; then the same stopping sweep
-        f1, g1, e1, i1, h1 = run(jnp.asarray(tol), False)
-        f2, g2, e2, i2, h2 = run(jnp.asarray(tol), True)
+        f1, g1, e1, i1, h1 = _loop300(a, b, C, eps, *z, jnp.asarray(tol), False)
+        f2, g2, e2, i2, h2 = _loop300(a, b, C, eps, *z, jnp.asarray(tol), True)
         assert int(i1) == int(i2)
         for x, y in ((f1, f2), (g1, g2)):
             x, y = np.asarray(x), np.asarray(y)
