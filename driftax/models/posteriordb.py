@@ -1,4 +1,4 @@
-"""The four posteriordb posteriors in ``shared/data/posteriordb`` as NumPyro models.
+"""The thirteen posteriordb posteriors in ``shared/data/posteriordb`` as NumPyro models.
 
 posteriordb (github stan-dev/posteriordb, BSD-3-Clause) pairs Stan programs and data with
 reference draws (10 chains x 1,000 draws from long Stan runs). Each model below transcribes its
@@ -12,7 +12,18 @@ Stan program: latent site names equal the Stan parameter names, Stan's transform
 - an unbounded or half-bounded parameter with no sampling statement is ``ImproperUniform`` on
   ``real`` or ``positive``;
 - ``real<lower=0> tau; tau ~ cauchy(0, 5)`` is ``HalfCauchy(5)`` (the same density up to the
-  constant ``log 2`` that Stan drops).
+  constant ``log 2`` that Stan drops); likewise ``normal(0, s)`` on a positive parameter is
+  ``HalfNormal(s)``, and brms's ``student_t_lpdf(sigma | 3, 0, 10) - student_t_lccdf(0 | 3, 0, 10)``
+  is the half-Student-t `_HalfStudentT` exactly;
+- Stan's constrained vector types map to NumPyro's constraints: ``simplex[K]`` to ``simplex``,
+  ``ordered[K]`` to ``ordered_vector``, ``positive_ordered[K]`` to ``positive_ordered_vector``;
+  such a parameter gets ``flat(support, (K,))`` and its sampling statements (``mu ~ normal(0, 2)``
+  on an ``ordered[2]``) become a ``numpyro.factor``, which is what Stan does: it adds the normal
+  terms to the log-density of a parameter whose support is the ordered cone. NumPyro's
+  unconstraining bijections differ from Stan's (its stick-breaking, its ``positive_ordered``
+  = ``exp`` of ``ordered``), which changes the unconstrained coordinates, never the posterior;
+- likelihoods that Stan writes as ``target += ...`` of a non-data expression (a mixture's
+  ``log_mix``, the HMM's forward algorithm) are ``numpyro.factor`` sites named after the data.
 
 The data folder is never copied into the repository: `data_root` finds it (environment variable
 ``DRIFTAX_POSTERIORDB``, else ``shared/data/posteriordb`` in a parent of this file's folder) and
@@ -55,6 +66,15 @@ __all__ = [
     "arK",
     "garch11",
     "gp_pois_regr",
+    "arma11",
+    "blr",
+    "diamonds",
+    "hmm_example",
+    "kidscore_interaction",
+    "logearn_interaction",
+    "logmesquite_logvash",
+    "low_dim_gauss_mix",
+    "nes",
 ]
 
 ENV_VAR = "DRIFTAX_POSTERIORDB"
@@ -85,9 +105,43 @@ class _Flat(dist.ImproperUniform):
         return transform(u)
 
 
-def flat(support) -> _Flat:
-    """A scalar flat prior on ``support`` (a NumPyro constraint)."""
-    return _Flat(support, (), ())
+class _HalfStudentT(dist.Distribution):
+    """Student-t with location 0 folded onto (0, ∞): density ``2 t_df(x / scale) / scale``.
+
+    This is Stan's ``real<lower=0> sigma; target += student_t_lpdf(sigma | df, 0, scale) -
+    student_t_lccdf(0 | df, 0, scale)`` (by symmetry ``lccdf(0) = log 1/2``). NumPyro's
+    ``TruncatedDistribution(StudentT(...), low=0)`` has the same density but samples through the
+    Student-t inverse CDF, which needs TensorFlow Probability; a draw here is ``|t|``.
+    """
+
+    arg_constraints = {"df": constraints.positive, "scale": constraints.positive}
+    support = constraints.positive
+    reparametrized_params = ["scale"]
+
+    def __init__(self, df, scale=1.0, *, validate_args=None):
+        self._base = dist.StudentT(df, 0.0, scale)
+        self.df, self.scale = self._base.df, self._base.scale
+        super().__init__(batch_shape=self._base.batch_shape, validate_args=validate_args)
+
+    def sample(self, key, sample_shape=()):
+        return jnp.abs(self._base.sample(key, sample_shape))
+
+    def log_prob(self, value):
+        return self._base.log_prob(value) + jnp.log(2.0)
+
+
+def flat(support, event_shape=()) -> _Flat:
+    """Stan's implicit flat prior on ``support`` (a NumPyro constraint): log-density 0 there.
+
+    ``event_shape`` is the parameter's shape: ``()`` for a scalar, ``(K,)`` for Stan's
+    ``vector[K]`` (with ``constraints.real_vector``), ``simplex[K]``, ``ordered[K]`` or
+    ``positive_ordered[K]`` (with the matching NumPyro constraint).
+    """
+    event_shape = tuple(int(n) for n in event_shape)
+    if len(event_shape) < support.event_dim:
+        raise ValueError(f"event_shape {event_shape} has fewer axes than the support's event_dim "
+                         f"{support.event_dim}")
+    return _Flat(support, (), event_shape)
 
 
 # --------------------------------------------------------------------------------------------
@@ -168,6 +222,215 @@ def gp_pois_regr(N, x, k):
     numpyro.sample("k", dist.Poisson(rate, validate_args=False).to_event(1), obs=jnp.asarray(k))
 
 
+def _as_float(x):
+    """Data as a float array of the current default precision (Stan's ``real``/``vector``)."""
+    return jnp.asarray(x, dtype=jnp.result_type(float))
+
+
+def arma11(T, y):
+    """ARMA(1,1) (posteriordb ``arma11.stan``).
+
+    ``mu ~ N(0, 10)``, ``phi ~ N(0, 2)``, ``theta ~ N(0, 2)``, ``sigma ~ HalfCauchy(2.5)``;
+    the errors are computed recursively with ``err_0 = 0`` and ``y_0 = mu`` (Stan's
+    ``nu[1] = mu + phi * mu``): ``err_1 = y_1 - (mu + phi mu)``,
+    ``err_t = y_t - (mu + phi y_{t-1} + theta err_{t-1})``, and ``err_t ~ N(0, sigma)``. The map
+    ``y -> err`` is triangular with unit diagonal, so this is the likelihood of ``y``.
+    Box & Jenkins, Time Series Analysis (1970).
+    """
+    y = _as_float(y)
+    if y.shape != (int(T),):
+        raise ValueError(f"y must have shape (T,) = ({int(T)},), got {y.shape}")
+    mu = numpyro.sample("mu", dist.Normal(0.0, 10.0))
+    phi = numpyro.sample("phi", dist.Normal(0.0, 2.0))
+    theta = numpyro.sample("theta", dist.Normal(0.0, 2.0))
+    sigma = numpyro.sample("sigma", dist.HalfCauchy(2.5))
+
+    def step(err_prev, y_pair):
+        y_prev, y_t = y_pair
+        err = y_t - (mu + phi * y_prev + theta * err_prev)
+        return err, err
+
+    # t = 1 is the same step with y_0 = mu and err_0 = 0
+    y_prev = jnp.concatenate([jnp.reshape(mu, (1,)).astype(y.dtype), y[:-1]])
+    _, err = jax.lax.scan(step, jnp.zeros((), y.dtype), (y_prev, y))
+    numpyro.sample("err", dist.Normal(0.0, sigma).expand([int(T)]).to_event(1), obs=err)
+
+
+def kidscore_interaction(N, kid_score, mom_iq, mom_hs):
+    """Kid IQ on mother's IQ and high school with their interaction (posteriordb
+    ``kidscore_interaction.stan``; Gelman & Hill, Data Analysis Using Regression and
+    Multilevel/Hierarchical Models, 2007, section 3.3).
+
+    ``beta`` (4) flat on R^4 (no prior statement), ``sigma ~ HalfCauchy(2.5)``;
+    ``kid_score ~ N(beta_1 + beta_2 mom_hs + beta_3 mom_iq + beta_4 mom_hs mom_iq, sigma)``.
+    The observed site is ``kid_score``.
+    """
+    kid_score, mom_iq, mom_hs = _as_float(kid_score), _as_float(mom_iq), _as_float(mom_hs)
+    inter = mom_hs * mom_iq  # transformed data
+    X = jnp.stack([jnp.ones_like(mom_hs), mom_hs, mom_iq, inter], axis=1)
+    beta = numpyro.sample("beta", flat(constraints.real_vector, (4,)))
+    sigma = numpyro.sample("sigma", dist.HalfCauchy(2.5))
+    numpyro.sample("kid_score", dist.Normal(X @ beta, sigma).to_event(1), obs=kid_score)
+
+
+def logearn_interaction(N, earn, height, male):
+    """Log earnings on height and sex with their interaction (posteriordb
+    ``logearn_interaction.stan``; Gelman & Hill 2007, section 4.2).
+
+    Flat priors: ``beta`` (4) on R^4 and ``sigma`` on (0, ∞) (no prior statements);
+    ``log(earn) ~ N(beta_1 + beta_2 height + beta_3 male + beta_4 height male, sigma)``.
+    The observed site is ``log_earn`` (Stan's transformed data).
+    """
+    earn, height, male = _as_float(earn), _as_float(height), _as_float(male)
+    log_earn = jnp.log(earn)  # transformed data; earn > 0 in the posteriordb data
+    X = jnp.stack([jnp.ones_like(height), height, male, height * male], axis=1)
+    beta = numpyro.sample("beta", flat(constraints.real_vector, (4,)))
+    sigma = numpyro.sample("sigma", flat(constraints.positive))
+    numpyro.sample("log_earn", dist.Normal(X @ beta, sigma).to_event(1), obs=log_earn)
+
+
+def logmesquite_logvash(N, weight, diam1, diam2, canopy_height, total_height, group):
+    """Log-log regression of mesquite bush weight (posteriordb ``logmesquite_logvash.stan``;
+    Gelman & Hill 2007, section 4.6).
+
+    Flat priors: ``beta`` (6) on R^6 and ``sigma`` on (0, ∞); with the transformed data
+    ``log_canopy_volume = log(diam1 diam2 canopy_height)``, ``log_canopy_area = log(diam1 diam2)``,
+    ``log_canopy_shape = log(diam1 / diam2)``, ``log_total_height = log(total_height)``,
+    ``log(weight) ~ N(beta_1 + beta_2 log_canopy_volume + beta_3 log_canopy_area
+    + beta_4 log_canopy_shape + beta_5 log_total_height + beta_6 group, sigma)``.
+    The observed site is ``log_weight``.
+    """
+    weight, diam1, diam2 = _as_float(weight), _as_float(diam1), _as_float(diam2)
+    canopy_height, total_height, group = _as_float(canopy_height), _as_float(total_height), _as_float(group)
+    log_weight = jnp.log(weight)
+    X = jnp.stack([
+        jnp.ones_like(weight),
+        jnp.log(diam1 * diam2 * canopy_height),
+        jnp.log(diam1 * diam2),
+        jnp.log(diam1 / diam2),
+        jnp.log(total_height),
+        group,
+    ], axis=1)
+    beta = numpyro.sample("beta", flat(constraints.real_vector, (6,)))
+    sigma = numpyro.sample("sigma", flat(constraints.positive))
+    numpyro.sample("log_weight", dist.Normal(X @ beta, sigma).to_event(1), obs=log_weight)
+
+
+def nes(N, partyid7, real_ideo, race_adj, educ1, gender, income, age_discrete):
+    """Party identification in the 1996 National Election Study (posteriordb ``nes.stan``;
+    Gelman & Hill 2007, chapter 4 exercises).
+
+    Flat priors: ``beta`` (9) on R^9 and ``sigma`` on (0, ∞); age enters as the indicators
+    ``age30_44 = [age_discrete == 2]``, ``age45_64 = [age_discrete == 3]``,
+    ``age65up = [age_discrete == 4]`` (transformed data); ``partyid7 ~ N(beta_1 + beta_2 real_ideo
+    + beta_3 race_adj + beta_4 age30_44 + beta_5 age45_64 + beta_6 age65up + beta_7 educ1
+    + beta_8 gender + beta_9 income, sigma)``.
+    """
+    partyid7 = _as_float(partyid7)
+    age = jnp.asarray(age_discrete)
+    cols = [jnp.ones_like(partyid7), _as_float(real_ideo), _as_float(race_adj),
+            (age == 2).astype(partyid7.dtype), (age == 3).astype(partyid7.dtype),
+            (age == 4).astype(partyid7.dtype), _as_float(educ1), _as_float(gender), _as_float(income)]
+    X = jnp.stack(cols, axis=1)
+    beta = numpyro.sample("beta", flat(constraints.real_vector, (9,)))
+    sigma = numpyro.sample("sigma", flat(constraints.positive))
+    numpyro.sample("partyid7", dist.Normal(X @ beta, sigma).to_event(1), obs=partyid7)
+
+
+def blr(N, D, X, y):
+    """Bayesian linear regression (posteriordb ``blr.stan``, data ``sblrc``).
+
+    ``beta_d ~ N(0, 10)``, ``sigma ~ HalfNormal(10)`` (Stan: ``real<lower=0> sigma`` with
+    ``target += normal_lpdf(sigma | 0, 10)``, the half-normal up to the constant ``log 2``),
+    ``y ~ N(X beta, sigma)``.
+    """
+    X, y = _as_float(X), _as_float(y)
+    if X.shape != (int(N), int(D)):
+        raise ValueError(f"X must have shape (N, D) = ({int(N)}, {int(D)}), got {X.shape}")
+    beta = numpyro.sample("beta", dist.Normal(0.0, 10.0).expand([int(D)]).to_event(1))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(10.0))
+    numpyro.sample("y", dist.Normal(X @ beta, sigma).to_event(1), obs=y)
+
+
+def diamonds(N, Y, K, X, prior_only):
+    """Diamond prices, a brms linear regression (posteriordb ``diamonds.stan``, brms 2.10.0).
+
+    Transformed data as brms writes them: ``Xc`` is ``X`` without its first (intercept) column,
+    each column centred on its mean. ``b`` (K-1 = 24) ``~ N(0, 1)``,
+    ``Intercept ~ StudentT(3, 8, 10)``, ``sigma`` half-Student-t: Stan's ``real<lower=0> sigma``
+    with ``target += student_t_lpdf(sigma | 3, 0, 10) - student_t_lccdf(0 | 3, 0, 10)``, the
+    half-Student-t ``2 t_3(sigma / 10) / 10`` exactly (``- lccdf(0) = log 2``; `_HalfStudentT`);
+    ``Y ~ N(Intercept + Xc b, sigma)`` unless ``prior_only``. Stan's generated quantity
+    ``b_Intercept = Intercept - means_X · b`` is not part of the density and is left out (the
+    reference draws do not hold it either). The 24 predictors are strongly correlated (polynomial
+    terms): a hard geometry for NUTS.
+    """
+    X, Y = _as_float(X), _as_float(Y)
+    if X.shape != (int(N), int(K)):
+        raise ValueError(f"X must have shape (N, K) = ({int(N)}, {int(K)}), got {X.shape}")
+    Xc = X[:, 1:] - jnp.mean(X[:, 1:], axis=0)
+    b = numpyro.sample("b", dist.Normal(0.0, 1.0).expand([int(K) - 1]).to_event(1))
+    intercept = numpyro.sample("Intercept", dist.StudentT(3.0, 8.0, 10.0))
+    sigma = numpyro.sample("sigma", _HalfStudentT(3.0, 10.0))
+    if not prior_only:
+        numpyro.sample("Y", dist.Normal(intercept + Xc @ b, sigma).to_event(1), obs=Y)
+
+
+def low_dim_gauss_mix(N, y):
+    """Two-component normal mixture with ordered means (posteriordb ``low_dim_gauss_mix.stan``).
+
+    ``mu`` is ``ordered[2]`` with ``mu ~ N(0, 2)`` (Stan's sampling statement on an ordered
+    vector: flat on the ordered cone plus the normal terms; no normalisation over the cone, which
+    is a constant), ``sigma_k ~ HalfNormal(2)`` (``array[2] real<lower=0>`` with ``normal(0, 2)``),
+    ``theta ~ Beta(5, 5)``; ``y_n ~ theta N(mu_1, sigma_1) + (1 - theta) N(mu_2, sigma_2)``
+    (Stan's ``log_mix``), a ``factor`` named ``y``.
+    """
+    y = _as_float(y)
+    mu = numpyro.sample("mu", flat(constraints.ordered_vector, (2,)))
+    numpyro.factor("mu_prior", jnp.sum(dist.Normal(0.0, 2.0).log_prob(mu)))
+    sigma = numpyro.sample("sigma", dist.HalfNormal(2.0).expand([2]).to_event(1))
+    theta = numpyro.sample("theta", dist.Beta(5.0, 5.0))
+    comp = dist.Normal(mu, sigma).log_prob(y[:, None])  # (N, 2)
+    log_w = jnp.stack([jnp.log(theta), jnp.log1p(-theta)])
+    numpyro.factor("y", jnp.sum(jax.nn.logsumexp(comp + log_w, axis=1)))
+
+
+def hmm_example(N, K, y):
+    """Two-state hidden Markov model with unit-variance normal emissions (posteriordb
+    ``hmm_example.stan``), the states summed out by the forward algorithm in log space.
+
+    ``theta1``, ``theta2`` are ``simplex[2]`` with flat priors (uniform on the simplex): the rows
+    of the transition matrix ``theta[j, k] = P(z_t = k | z_{t-1} = j)`` (a deterministic site, Stan's
+    transformed parameter); ``mu`` is ``positive_ordered[2]`` with ``mu_1 ~ N(3, 1)``,
+    ``mu_2 ~ N(10, 1)``; ``y_t | z_t = k ~ N(mu_k, 1)``. As in Stan, the first state has no initial
+    distribution term (``gamma_1(k) = log N(y_1 | mu_k, 1)``), then
+    ``gamma_t(k) = logsumexp_j(gamma_{t-1}(j) + log theta[j, k]) + log N(y_t | mu_k, 1)`` and the
+    log-likelihood is ``logsumexp_k gamma_N(k)`` (a ``factor`` named ``y``). The Stan program
+    hard-codes ``K = 2`` (``mu[1]``, ``mu[2]``, ``theta[1]``, ``theta[2]``): other ``K`` raise.
+    Stan's generated quantities (the Viterbi path ``z_star``, ``log_p_z_star``) are not part of
+    the density and are left out.
+    """
+    if int(K) != 2:
+        raise ValueError(f"K must be 2 (the Stan program hard-codes two states), got {K}")
+    y = _as_float(y)
+    if y.shape != (int(N),):
+        raise ValueError(f"y must have shape (N,) = ({int(N)},), got {y.shape}")
+    theta1 = numpyro.sample("theta1", flat(constraints.simplex, (2,)))
+    theta2 = numpyro.sample("theta2", flat(constraints.simplex, (2,)))
+    mu = numpyro.sample("mu", flat(constraints.positive_ordered_vector, (2,)))
+    theta = numpyro.deterministic("theta", jnp.stack([theta1, theta2]))
+    numpyro.factor("mu_prior", dist.Normal(jnp.array([3.0, 10.0], y.dtype), 1.0).log_prob(mu).sum())
+    log_theta = jnp.log(theta)
+    emit = dist.Normal(mu, 1.0).log_prob(y[:, None])  # (N, K): log N(y_t | mu_k, 1)
+
+    def forward(gamma_prev, emit_t):
+        gamma = jax.nn.logsumexp(gamma_prev[:, None] + log_theta, axis=0) + emit_t
+        return gamma, None
+
+    gamma_n, _ = jax.lax.scan(forward, emit[0], emit[1:])
+    numpyro.factor("y", jax.nn.logsumexp(gamma_n))
+
+
 # name -> (model, data file, the model's arguments in order)
 POSTERIORS = {
     "eight_schools-eight_schools_noncentered": (
@@ -175,6 +438,21 @@ POSTERIORS = {
     "arK-arK": (arK, "data_arK.json.zip", ("K", "T", "y")),
     "garch-garch11": (garch11, "data_garch.json.zip", ("T", "y", "sigma1")),
     "gp_pois_regr-gp_pois_regr": (gp_pois_regr, "data_gp_pois_regr.json.zip", ("N", "x", "k")),
+    "arma-arma11": (arma11, "data_arma.json.zip", ("T", "y")),
+    "diamonds-diamonds": (diamonds, "data_diamonds.json.zip", ("N", "Y", "K", "X", "prior_only")),
+    "earnings-logearn_interaction": (
+        logearn_interaction, "data_earnings.json.zip", ("N", "earn", "height", "male")),
+    "hmm_example-hmm_example": (hmm_example, "data_hmm_example.json.zip", ("N", "K", "y")),
+    "kidiq-kidscore_interaction": (
+        kidscore_interaction, "data_kidiq.json.zip", ("N", "kid_score", "mom_iq", "mom_hs")),
+    "low_dim_gauss_mix-low_dim_gauss_mix": (low_dim_gauss_mix, "data_low_dim_gauss_mix.json.zip", ("N", "y")),
+    "mesquite-logmesquite_logvash": (
+        logmesquite_logvash, "data_mesquite.json.zip",
+        ("N", "weight", "diam1", "diam2", "canopy_height", "total_height", "group")),
+    "nes1996-nes": (
+        nes, "data_nes1996.json.zip",
+        ("N", "partyid7", "real_ideo", "race_adj", "educ1", "gender", "income", "age_discrete")),
+    "sblrc-blr": (blr, "data_sblrc.json.zip", ("N", "D", "X", "y")),
 }
 _ALIASES = {
     "eight_schools": "eight_schools-eight_schools_noncentered",
@@ -183,6 +461,16 @@ _ALIASES = {
     "garch11": "garch-garch11",
     "garch": "garch-garch11",
     "gp_pois_regr": "gp_pois_regr-gp_pois_regr",
+    "arma11": "arma-arma11",
+    "arma": "arma-arma11",
+    "diamonds": "diamonds-diamonds",
+    "logearn_interaction": "earnings-logearn_interaction",
+    "hmm_example": "hmm_example-hmm_example",
+    "kidscore_interaction": "kidiq-kidscore_interaction",
+    "low_dim_gauss_mix": "low_dim_gauss_mix-low_dim_gauss_mix",
+    "logmesquite_logvash": "mesquite-logmesquite_logvash",
+    "nes": "nes1996-nes",
+    "blr": "sblrc-blr",
 }
 
 
@@ -207,15 +495,48 @@ def data_root() -> Path | None:
     return None
 
 
-def _canonical(name: str) -> str:
+def _looked_in(root) -> str:
+    """Where a lookup went, in words (for error messages)."""
+    if root is not None:
+        return f"folder {str(Path(root))!r}"
+    found = data_root()
+    if found is not None:
+        return f"folder {str(found)!r}"
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return f"${ENV_VAR} = {env!r}, which is not a folder"
+    return (f"no posteriordb folder: ${ENV_VAR} is unset and no shared/data/posteriordb lies in a "
+            f"parent of {str(Path(__file__).resolve().parent)!r}")
+
+
+def _found(root) -> list[str]:
+    """The posteriors present in a posteriordb folder: those with a ``NAME.posterior.json`` record
+    (empty when the folder is absent or unreadable)."""
+    folder = Path(root) if root is not None else data_root()
+    if folder is None or not folder.is_dir():
+        return []
+    return sorted(f.name[: -len(".posterior.json")] for f in folder.glob("*.posterior.json"))
+
+
+def _canonical(name: str, root=None) -> str:
+    """The full posteriordb name of ``name`` (a full name or a short form); an unknown name raises
+    ``ValueError`` listing the posteriors found in the folder looked in and those transcribed."""
     if not isinstance(name, str):
         raise TypeError(f"name must be a string, got {type(name).__name__}")
     if name in POSTERIORS:
         return name
     if name in _ALIASES:
         return _ALIASES[name]
-    known = sorted(POSTERIORS) + sorted(_ALIASES)
-    raise ValueError(f"unknown posterior name {name!r}; known: {', '.join(known)}")
+    found = _found(root) if root is None or isinstance(root, (str, os.PathLike)) else []
+    where = _looked_in(root) if root is None or isinstance(root, (str, os.PathLike)) else "root"
+    transcribed = ", ".join(sorted(POSTERIORS))
+    if name in found:
+        raise ValueError(
+            f"posterior {name!r} is in {where} but has no NumPyro transcription in "
+            f"driftax.models.posteriordb; transcribed: {transcribed}")
+    raise ValueError(
+        f"unknown posterior name {name!r}; found in {where}: {', '.join(found) or 'none'}; "
+        f"transcribed: {transcribed} (short forms: {', '.join(sorted(_ALIASES))})")
 
 
 def _root(root) -> Path:
@@ -246,10 +567,22 @@ def _read_zipped_json(path: Path):
             return json.load(fh)
 
 
+def _posterior_file(name: str, root, filename: str) -> Path:
+    """``root / filename`` for posterior ``name``; ``FileNotFoundError`` naming the folder and the
+    posteriors found in it when the file is absent."""
+    folder = _root(root)
+    path = folder / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"posterior {name!r}: {filename} is not in folder {str(folder)!r}; posteriors found "
+            f"there: {', '.join(_found(folder)) or 'none'}")
+    return path
+
+
 def load_data(name: str, root=None) -> dict:
     """The data dict of posterior ``name`` (as in the posteriordb JSON: numbers and lists)."""
-    name = _canonical(name)
-    return _read_zipped_json(_root(root) / POSTERIORS[name][1])
+    name = _canonical(name, root)
+    return _read_zipped_json(_posterior_file(name, root, POSTERIORS[name][1]))
 
 
 _INDEXED = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<idx>[0-9,\s]+)\]$")
@@ -285,8 +618,8 @@ def _merge_draws(chains: list[dict]) -> dict[str, np.ndarray]:
 
 def load_reference(name: str, root=None) -> dict[str, np.ndarray]:
     """Reference draws ``{param: (chain, draw, *shape)}`` (float64), Stan names, indices merged."""
-    name = _canonical(name)
-    return _merge_draws(_read_zipped_json(_root(root) / f"{name}.json.zip"))
+    name = _canonical(name, root)
+    return _merge_draws(_read_zipped_json(_posterior_file(name, root, f"{name}.json.zip")))
 
 
 def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
@@ -295,11 +628,16 @@ def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
     Parameters
     ----------
     name
-        ``"eight_schools-eight_schools_noncentered"``, ``"arK-arK"``, ``"garch-garch11"`` or
-        ``"gp_pois_regr-gp_pois_regr"`` (short forms ``"eight_schools"``, ``"arK"``,
-        ``"garch11"``, ``"gp_pois_regr"`` also work).
+        A key of `POSTERIORS` (``"eight_schools-eight_schools_noncentered"``, ``"arK-arK"``,
+        ``"garch-garch11"``, ``"gp_pois_regr-gp_pois_regr"``, ``"arma-arma11"``,
+        ``"diamonds-diamonds"``, ``"earnings-logearn_interaction"``, ``"hmm_example-hmm_example"``,
+        ``"kidiq-kidscore_interaction"``, ``"low_dim_gauss_mix-low_dim_gauss_mix"``,
+        ``"mesquite-logmesquite_logvash"``, ``"nes1996-nes"``, ``"sblrc-blr"``) or the Stan model
+        name alone (``"eight_schools"``, ``"arK"``, ``"garch11"``, ``"arma11"``, ``"blr"``, ...).
+        An unknown name raises ``ValueError`` listing the posteriors found in the folder looked in.
     root
-        The posteriordb folder; default `data_root()`. ``FileNotFoundError`` when absent.
+        The posteriordb folder; default `data_root()`. ``FileNotFoundError`` when absent, or when
+        the posterior's files are not in it (the message lists the posteriors that are).
 
     Returns
     -------
@@ -313,7 +651,7 @@ def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
     ``gp_pois_regr`` needs ``jax_enable_x64``, which this function cannot switch on for you
     (a process-wide setting): it warns when it is off.
     """
-    name = _canonical(name)
+    name = _canonical(name, root)
     model, _, arg_names = POSTERIORS[name]
     data = load_data(name, root)
     missing = [a for a in arg_names if a not in data]

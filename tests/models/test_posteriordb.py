@@ -30,6 +30,15 @@ SHAPES = {
     "arK-arK": {"alpha": (), "beta": (5,), "sigma": ()},
     "garch-garch11": {"mu": (), "alpha0": (), "alpha1": (), "beta1": ()},
     "gp_pois_regr-gp_pois_regr": {"rho": (), "alpha": (), "f": (11,)},
+    "arma-arma11": {"mu": (), "phi": (), "theta": (), "sigma": ()},
+    "diamonds-diamonds": {"b": (24,), "Intercept": (), "sigma": ()},
+    "earnings-logearn_interaction": {"beta": (4,), "sigma": ()},
+    "hmm_example-hmm_example": {"theta1": (2,), "theta2": (2,), "mu": (2,)},
+    "kidiq-kidscore_interaction": {"beta": (4,), "sigma": ()},
+    "low_dim_gauss_mix-low_dim_gauss_mix": {"mu": (2,), "sigma": (2,), "theta": ()},
+    "mesquite-logmesquite_logvash": {"beta": (6,), "sigma": ()},
+    "nes1996-nes": {"beta": (9,), "sigma": ()},
+    "sblrc-blr": {"beta": (5,), "sigma": ()},
 }
 
 
@@ -74,6 +83,50 @@ def test_bad_names_and_roots():
         posteriordb.load("arK", root="/nonexistent/folder")
     with pytest.raises(TypeError, match="root"):
         posteriordb.load("arK", root=3)
+
+
+def test_missing_name_lists_found_posteriors_and_folder(tmp_path):
+    """An unknown name, a posterior present but not transcribed, and a transcribed posterior whose
+    files are absent: each message names the folder looked in and the posteriors found there."""
+    (tmp_path / "foo-bar.posterior.json").write_text("{}")
+    (tmp_path / "arK-arK.posterior.json").write_text("{}")
+    with pytest.raises(ValueError, match="unknown posterior") as err:
+        posteriordb.load("nope", root=tmp_path)
+    assert str(tmp_path) in str(err.value) and "arK-arK, foo-bar" in str(err.value)
+    assert "sblrc-blr" in str(err.value)  # the transcribed ones too
+    with pytest.raises(ValueError, match="no NumPyro transcription") as err:
+        posteriordb.load_reference("foo-bar", root=tmp_path)
+    assert str(tmp_path) in str(err.value)
+    with pytest.raises(FileNotFoundError, match="arK-arK.json.zip") as err:
+        posteriordb.load_reference("arK", root=tmp_path)
+    assert str(tmp_path) in str(err.value) and "arK-arK, foo-bar" in str(err.value)
+    with pytest.raises(FileNotFoundError, match="data_arK.json.zip"):
+        posteriordb.load_data("arK", root=tmp_path)
+
+
+@needs_data
+def test_missing_name_in_shared_folder_lists_all_thirteen():
+    with pytest.raises(ValueError, match="unknown posterior") as err:
+        posteriordb.load("eight_school")
+    msg = str(err.value)
+    assert str(ROOT) in msg
+    found = msg.split("found in ")[1].split("; transcribed")[0]
+    assert found.split(": ")[1].split(", ") == sorted(SHAPES)  # the 13 posteriors of the folder
+
+
+@needs_data
+def test_every_shared_posterior_is_transcribed():
+    """Each posterior of the shared folder (its NAME.posterior.json) has a model, its record's
+    parameter dimensions are the reference draws', and its Stan program is in stan/."""
+    found = sorted(f.name[: -len(".posterior.json")] for f in ROOT.glob("*.posterior.json"))
+    assert found == sorted(posteriordb.POSTERIORS) == sorted(SHAPES)
+    for name in found:
+        record = json.loads((ROOT / f"{name}.posterior.json").read_text())
+        dims = {k: math.prod(v) for k, v in SHAPES[name].items()}
+        assert record["dimensions"] == dims, name
+        assert (ROOT / "stan" / f"{record['model_name']}.stan").is_file(), name
+        assert posteriordb.POSTERIORS[name][0].__name__ == record["model_name"], name
+        assert posteriordb.POSTERIORS[name][1] == f"data_{record['data_name']}.json.zip", name
 
 
 def test_merge_multi_index_names():
@@ -231,3 +284,268 @@ def test_gallery_reaches_posteriordb(monkeypatch):
     monkeypatch.setattr(posteriordb, "from_numpyro", lambda model, *a, name=None: (model, a, name))
     model, args, name = gallery.get("arK")
     assert model is posteriordb.arK and name == "arK-arK" and args[:2] == (5, 200)
+
+
+# --------------------------------------------------------------------------------------------
+# the nine posteriors added with their Stan programs (shared/data/posteriordb/stan/)
+# --------------------------------------------------------------------------------------------
+# Each test below: the target from `posteriordb.load` (site names and shapes against the reference
+# draws), then at the reference mean, four reference draws and three random points three
+# reference sds from the mean (in the unconstrained coordinates), its unconstrained log-density
+# minus a hand-written log-Jacobian equals a hand-written scipy log-density of the Stan program,
+# up to one constant. The unconstrained points are built here by hand from NumPyro's bijections
+# (identity; log; logit; ordered: (x_1, log(x_2 - x_1)); positive_ordered: the ordered map of
+# log x; the 2-simplex: logit p_1) and `constrain` must give the constrained points back. The
+# comparison runs in float64 (jax.enable_x64 as a context: it is scoped to the block), so that
+# the tolerance is float64 rounding, not float32's.
+
+EPS64 = np.finfo(np.float64).eps
+
+
+def _logit(p):
+    return np.log(p) - np.log1p(-p)
+
+
+def _random_points(ref, to_u, from_u, seed, n=3):
+    """n points at 3 reference sds (per unconstrained coordinate) from the mean, constrained by
+    ``from_u`` (a hand-written inverse of ``to_u``)."""
+    u = np.stack([to_u({k: v[c, d] for k, v in ref.items()}) for c in range(10) for d in range(0, 1000, 50)])
+    rng = np.random.default_rng(seed)
+    return [from_u(u.mean(0) + 3.0 * u.std(0) * rng.choice([-1.0, 1.0], u.shape[1]) * rng.uniform(0.5, 1.0, u.shape[1]))
+            for _ in range(n)]
+
+
+def _check_logdensity(name, shapes, to_u, from_u, hand, seed=0):
+    """The test described above. ``to_u(point) -> u`` (the flat unconstrained vector in the
+    target's ravel order: sorted site names), ``from_u`` its inverse, ``hand(point) ->
+    (log-density, log|J| at u, Σ|terms|)``. Returns the number of points checked."""
+    with jax.enable_x64(True):
+        target, ref = posteriordb.load(name)
+        # constrained site names and shapes: the Stan parameters (and transformed parameters)
+        assert target.shapes == shapes
+        assert all(shapes[k] == v.shape[2:] for k, v in ref.items())
+        pts = _points(ref) + _random_points(ref, to_u, from_u, seed)
+        us = np.stack([to_u(p) for p in pts])
+        assert us.shape == (len(pts), target.dim)
+        model_lp = np.asarray(jax.jit(jax.vmap(target.logdensity_fn))(jnp.asarray(us)))
+        assert model_lp.dtype == np.float64
+        hand_lp, scale = [], 0.0
+        for p, u, m in zip(pts, us, model_lp):
+            z = target.constrain(jnp.asarray(u))
+            for k in p:  # NumPyro's bijections give the points back
+                np.testing.assert_allclose(np.asarray(z[k]), p[k], rtol=1e-9, atol=1e-9)
+            lp, logjac, terms = hand(p)
+            hand_lp.append(lp + logjac)
+            scale = max(scale, terms)
+    # float64 rounding: the model's sums (pairwise, n <= 5,000 terms) err by <= ~15 eps Σ|terms|,
+    # and a residual y - μ computed from terms up to 1e3 x |y - μ| (the regressions' data and
+    # coefficients) inflates that by <= 1e3 for the squared residual: 1e5 eps Σ|terms| bounds both
+    _assert_equal_up_to_constant(model_lp, np.array(hand_lp), atol=1e5 * EPS64 * scale)
+    return len(pts)
+
+
+def _sumabs(*terms):
+    return float(sum(np.sum(np.abs(t)) for t in terms))
+
+
+@needs_data
+def test_arma11_logdensity():
+    data = posteriordb.load_data("arma11")
+    T, y = data["T"], np.array(data["y"], float)
+    names = ("mu", "phi", "sigma", "theta")  # ravel order
+
+    def to_u(p):
+        return np.array([p["mu"], p["phi"], np.log(p["sigma"]), p["theta"]])
+
+    def from_u(u):
+        return {"mu": u[0], "phi": u[1], "sigma": np.exp(u[2]), "theta": u[3]}
+
+    def hand(p):
+        mu, phi, theta, sigma = (float(p[k]) for k in ("mu", "phi", "theta", "sigma"))
+        err = np.empty(T)
+        err[0] = y[0] - (mu + phi * mu)  # Stan: nu[1] = mu + phi * mu
+        for t in range(1, T):
+            err[t] = y[t] - (mu + phi * y[t - 1] + theta * err[t - 1])
+        terms = [stats.norm.logpdf(mu, 0, 10), stats.norm.logpdf(phi, 0, 2), stats.norm.logpdf(theta, 0, 2),
+                 stats.halfcauchy.logpdf(sigma, scale=2.5), stats.norm.logpdf(err, 0, sigma)]
+        return sum(np.sum(t) for t in terms), math.log(sigma), _sumabs(*terms)
+
+    shapes = {k: () for k in names}
+    assert _check_logdensity("arma-arma11", shapes, to_u, from_u, hand) == 8
+
+
+def _regression_case(beta_name="beta"):
+    """``to_u``/``from_u`` for ``(vector beta, real<lower=0> sigma)``: ravel order beta, sigma."""
+    def to_u(p):
+        return np.concatenate([np.asarray(p[beta_name], float), [math.log(p["sigma"])]])
+
+    def from_u(u):
+        return {beta_name: u[:-1], "sigma": math.exp(u[-1])}
+    return to_u, from_u
+
+
+@needs_data
+def test_kidscore_interaction_logdensity():
+    data = posteriordb.load_data("kidscore_interaction")
+    kid, iq, hs = (np.array(data[k], float) for k in ("kid_score", "mom_iq", "mom_hs"))
+    to_u, from_u = _regression_case()
+
+    def hand(p):
+        b, sigma = np.asarray(p["beta"]), float(p["sigma"])
+        mean = b[0] + b[1] * hs + b[2] * iq + b[3] * (hs * iq)
+        terms = [stats.halfcauchy.logpdf(sigma, scale=2.5), stats.norm.logpdf(kid, mean, sigma)]  # beta flat
+        return sum(np.sum(t) for t in terms), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("kidiq-kidscore_interaction", {"beta": (4,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_logearn_interaction_logdensity():
+    data = posteriordb.load_data("logearn_interaction")
+    earn, height, male = (np.array(data[k], float) for k in ("earn", "height", "male"))
+    to_u, from_u = _regression_case()
+
+    def hand(p):
+        b, sigma = np.asarray(p["beta"]), float(p["sigma"])
+        mean = b[0] + b[1] * height + b[2] * male + b[3] * height * male
+        terms = [stats.norm.logpdf(np.log(earn), mean, sigma)]  # beta and sigma flat
+        return np.sum(terms[0]), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("earnings-logearn_interaction", {"beta": (4,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_logmesquite_logvash_logdensity():
+    data = posteriordb.load_data("logmesquite_logvash")
+    w, d1, d2, ch, th, g = (np.array(data[k], float) for k in
+                            ("weight", "diam1", "diam2", "canopy_height", "total_height", "group"))
+    to_u, from_u = _regression_case()
+
+    def hand(p):
+        b, sigma = np.asarray(p["beta"]), float(p["sigma"])
+        mean = (b[0] + b[1] * np.log(d1 * d2 * ch) + b[2] * np.log(d1 * d2) + b[3] * np.log(d1 / d2)
+                + b[4] * np.log(th) + b[5] * g)
+        terms = [stats.norm.logpdf(np.log(w), mean, sigma)]  # beta and sigma flat
+        return np.sum(terms[0]), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("mesquite-logmesquite_logvash", {"beta": (6,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_nes_logdensity():
+    data = posteriordb.load_data("nes")
+    cols = ("real_ideo", "race_adj", "educ1", "gender", "income")
+    party = np.array(data["partyid7"], float)
+    ideo, race, educ, gender, income = (np.array(data[k], float) for k in cols)
+    age = np.array(data["age_discrete"])
+    to_u, from_u = _regression_case()
+
+    def hand(p):
+        b, sigma = np.asarray(p["beta"]), float(p["sigma"])
+        mean = np.empty(len(party))
+        for n in range(len(party)):  # Stan's transformed-data loop, then the linear predictor
+            mean[n] = (b[0] + b[1] * ideo[n] + b[2] * race[n] + b[3] * (age[n] == 2) + b[4] * (age[n] == 3)
+                       + b[5] * (age[n] == 4) + b[6] * educ[n] + b[7] * gender[n] + b[8] * income[n])
+        terms = [stats.norm.logpdf(party, mean, sigma)]  # beta and sigma flat
+        return np.sum(terms[0]), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("nes1996-nes", {"beta": (9,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_blr_logdensity():
+    data = posteriordb.load_data("blr")
+    X, y = np.array(data["X"], float), np.array(data["y"], float)
+    to_u, from_u = _regression_case()
+
+    def hand(p):
+        b, sigma = np.asarray(p["beta"]), float(p["sigma"])
+        terms = [stats.norm.logpdf(b, 0, 10), stats.norm.logpdf(sigma, 0, 10), stats.norm.logpdf(y, X @ b, sigma)]
+        return sum(np.sum(t) for t in terms), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("sblrc-blr", {"beta": (5,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_diamonds_logdensity():
+    data = posteriordb.load_data("diamonds")
+    X, Y, K = np.array(data["X"], float), np.array(data["Y"], float), data["K"]
+    assert data["prior_only"] == 0
+    Xc = np.empty((X.shape[0], K - 1))
+    for i in range(1, K):  # Stan's transformed data: centred columns without the intercept
+        Xc[:, i - 1] = X[:, i] - X[:, i].mean()
+
+    def to_u(p):  # ravel order: Intercept, b, sigma (sorted names, upper case first)
+        return np.concatenate([[p["Intercept"]], np.asarray(p["b"], float), [math.log(p["sigma"])]])
+
+    def from_u(u):
+        return {"Intercept": u[0], "b": u[1:-1], "sigma": math.exp(u[-1])}
+
+    def hand(p):
+        b, a, sigma = np.asarray(p["b"]), float(p["Intercept"]), float(p["sigma"])
+        terms = [stats.norm.logpdf(b, 0, 1), stats.t.logpdf(a, 3, 8, 10),
+                 stats.t.logpdf(sigma, 3, 0, 10) - stats.t.logsf(0, 3, 0, 10),
+                 stats.norm.logpdf(Y, a + Xc @ b, sigma)]
+        return sum(np.sum(t) for t in terms), math.log(sigma), _sumabs(*terms)
+
+    _check_logdensity("diamonds-diamonds", {"Intercept": (), "b": (24,), "sigma": ()}, to_u, from_u, hand)
+
+
+@needs_data
+def test_low_dim_gauss_mix_logdensity():
+    y = np.array(posteriordb.load_data("low_dim_gauss_mix")["y"], float)
+
+    def to_u(p):  # ravel order mu (ordered), sigma (positive), theta (0, 1)
+        mu, sigma = np.asarray(p["mu"], float), np.asarray(p["sigma"], float)
+        return np.array([mu[0], math.log(mu[1] - mu[0]), *np.log(sigma), _logit(float(p["theta"]))])
+
+    def from_u(u):
+        return {"mu": np.array([u[0], u[0] + math.exp(u[1])]), "sigma": np.exp(u[2:4]),
+                "theta": 1.0 / (1.0 + math.exp(-u[4]))}
+
+    def hand(p):
+        mu, sigma, theta = np.asarray(p["mu"]), np.asarray(p["sigma"]), float(p["theta"])
+        # Stan's log_mix(theta, lp1, lp2) = log(theta exp(lp1) + (1 - theta) exp(lp2)), per datum
+        lik = np.logaddexp(math.log(theta) + stats.norm.logpdf(y, mu[0], sigma[0]),
+                           math.log1p(-theta) + stats.norm.logpdf(y, mu[1], sigma[1]))
+        terms = [stats.halfnorm.logpdf(sigma, scale=2), stats.norm.logpdf(mu, 0, 2),
+                 stats.beta.logpdf(theta, 5, 5), lik]
+        logjac = math.log(mu[1] - mu[0]) + np.log(sigma).sum() + math.log(theta) + math.log1p(-theta)
+        return sum(np.sum(t) for t in terms), logjac, _sumabs(*terms)
+
+    _check_logdensity("low_dim_gauss_mix-low_dim_gauss_mix", {"mu": (2,), "sigma": (2,), "theta": ()},
+                      to_u, from_u, hand)
+
+
+@needs_data
+def test_hmm_example_logdensity():
+    data = posteriordb.load_data("hmm_example")
+    N, K, y = data["N"], data["K"], np.array(data["y"], float)
+
+    def to_u(p):  # ravel order mu (positive_ordered), theta1, theta2 (2-simplices)
+        lmu = np.log(np.asarray(p["mu"], float))
+        return np.array([lmu[0], math.log(lmu[1] - lmu[0]), _logit(float(p["theta1"][0])),
+                         _logit(float(p["theta2"][0]))])
+
+    def from_u(u):
+        p1, p2 = (1.0 / (1.0 + math.exp(-v)) for v in u[2:])
+        return {"mu": np.exp([u[0], u[0] + math.exp(u[1])]), "theta1": np.array([p1, 1 - p1]),
+                "theta2": np.array([p2, 1 - p2])}
+
+    def hand(p):
+        mu, theta = np.asarray(p["mu"]), np.stack([np.asarray(p["theta1"]), np.asarray(p["theta2"])])
+        gamma = np.empty((N, K))
+        for k in range(K):  # Stan's forward algorithm, loop for loop
+            gamma[0, k] = stats.norm.logpdf(y[0], mu[k], 1)
+        for t in range(1, N):
+            for k in range(K):
+                acc = [gamma[t - 1, j] + math.log(theta[j, k]) + stats.norm.logpdf(y[t], mu[k], 1) for j in range(K)]
+                gamma[t, k] = np.logaddexp(acc[0], acc[1])
+        terms = [stats.norm.logpdf(mu[0], 3, 1), stats.norm.logpdf(mu[1], 10, 1), np.logaddexp(*gamma[N - 1])]
+        # log|J|: exp of the ordered map (log mu_1 + log mu_2 + log(log mu_2 - log mu_1)); the 2-simplex
+        # (p, 1 - p) = (sigmoid u, 1 - sigmoid u): log p + log(1 - p) for each row
+        logjac = np.log(mu).sum() + math.log(math.log(mu[1]) - math.log(mu[0])) + np.log(theta).sum()
+        return sum(np.sum(t) for t in terms), logjac, _sumabs(*terms)
+
+    shapes = {"mu": (2,), "theta1": (2,), "theta2": (2,), "theta": (2, 2)}
+    _check_logdensity("hmm_example-hmm_example", shapes, to_u, from_u, hand)
