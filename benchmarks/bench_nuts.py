@@ -9,7 +9,12 @@ gradient evaluation (leapfrog steps of warm-up and sampling, all chains), the wo
 against posteriordb's reference draws in reference sd, and the worst R-hat. The headline ratios
 are medians over targets of driftax's ESS per second over each peer's.
 
-    python benchmarks/bench_nuts.py [--quick] [--json PATH]
+The same run also times driftax's ChEES-HMC and MCLMC against BlackJAX's own (``chees_adaptation``
+then ``dynamic_hmc`` under vmap; ``mclmc_find_L_and_step_size`` per chain then its kernel), same
+chains, warm-up and draws: driftax runs BlackJAX's kernels and warm-ups in its own loop, so these
+ratios measure the loop (``--methods nuts`` skips them).
+
+    python benchmarks/bench_nuts.py [--quick] [--json PATH] [--methods nuts,chees,mclmc]
 """
 from __future__ import annotations
 
@@ -24,6 +29,8 @@ import blackjax
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
+from blackjax.adaptation.mclmc_adaptation import mclmc_find_L_and_step_size
 from numpyro.infer import MCMC, NUTS
 
 import driftax as dx
@@ -49,11 +56,61 @@ def _score(target, draws: dict, reference: dict, grads: float, seconds: float):
             "rhat_max": float(s.r_hat.max()), "min_ess": ess, "seconds": seconds}
 
 
-def run_driftax(target, chains, warmup, draws, seed):
-    idata = dx.infer.sample(target, "nuts", num_chains=chains, num_warmup=warmup, num_samples=draws,
+def run_driftax(target, chains, warmup, draws, seed, method="nuts"):
+    idata = dx.infer.sample(target, method, num_chains=chains, num_warmup=warmup, num_samples=draws,
                             seed=seed, progress=False)
     post = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
     return post, idata.attrs["num_grad_evals_warmup"] + idata.attrs["num_grad_evals_sampling"]
+
+
+def run_blackjax_chees(target, chains, warmup, draws, seed):
+    """BlackJAX's ChEES warm-up over all chains (Adam 0.025, as driftax), then dynamic_hmc under vmap."""
+    key = ("blackjax_chees", target.name)
+    if key not in _COMPILED:
+        @jax.jit
+        def run(k, x0):
+            k_warm, k_draw = jax.random.split(k)
+            warm = blackjax.chees_adaptation(target.logdensity_fn, chains, mass_matrix_estimation="diagonal")
+            (states, params), info = warm.run(k_warm, x0, 0.1, optax.adam(0.025), warmup)
+            kernel = blackjax.dynamic_hmc(target.logdensity_fn, **params)
+
+            def body(s, kk):
+                s, i = jax.vmap(kernel.step)(jax.random.split(kk, chains), s)
+                return s, (s.position, i.num_integration_steps.sum())
+            _, (xs, n) = jax.lax.scan(body, states, jax.random.split(k_draw, draws))
+            return jnp.swapaxes(xs, 0, 1), n.sum() + info.info.num_integration_steps.sum()
+        _COMPILED[key] = run
+    x0 = target.initial_positions(jax.random.key(seed + 1), chains)
+    xs, n = _COMPILED[key](jax.random.key(seed), x0)
+    return _constrained(target, xs), float(n)
+
+
+def run_blackjax_mclmc(target, chains, warmup, draws, seed):
+    """BlackJAX's MCLMC tuner on each chain (its default stage fractions of the sampling length,
+    diagonal preconditioning), then its kernel under vmap; each chain keeps its own h and L."""
+    key = ("blackjax_mclmc", target.name)
+    if key not in _COMPILED:
+        kernel = blackjax.mcmc.mclmc.build_kernel()
+
+        @jax.jit
+        def run(keys, x0):
+            def one(k, x):
+                k_init, k_tune, k_draw = jax.random.split(k, 3)
+                state = blackjax.mcmc.mclmc.init(x, target.logdensity_fn, k_init)
+                # tuning steps: 0.1 + 0.1 (+1/30) + 0.1 of num_steps; num_steps chosen so they total `warmup`
+                state, p, n_tune = mclmc_find_L_and_step_size(kernel, round(warmup / (0.3 + 1 / 30)), state, k_tune,
+                                                              logdensity_fn=target.logdensity_fn)
+
+                def body(s, kk):
+                    s, _ = kernel(kk, s, target.logdensity_fn, p.inverse_mass_matrix, p.L, p.step_size)
+                    return s, s.position
+                _, xs = jax.lax.scan(body, state, jax.random.split(k_draw, draws))
+                return xs, 2.0 * (n_tune + draws)  # McLachlan: two gradients a step
+            return jax.vmap(one)(keys, x0)
+        _COMPILED[key] = run
+    x0 = target.initial_positions(jax.random.key(seed + 1), chains)
+    xs, n = _COMPILED[key](jax.random.split(jax.random.key(seed), chains), x0)
+    return _constrained(target, xs), float(np.asarray(n).sum())
 
 
 _COMPILED: dict = {}  # one sampler object / jitted program per (peer, target): the timed call reuses it
@@ -101,6 +158,10 @@ def _blackjax_program(target, warmup, draws):
 
 
 PEERS = {"driftax": run_driftax, "numpyro": run_numpyro, "blackjax": run_blackjax}
+EXTRA = {  # method family -> {row label: runner}; the first runner is driftax's
+    "chees": {"driftax_chees": lambda *a: run_driftax(*a, method="hmc_chees"), "blackjax_chees": run_blackjax_chees},
+    "mclmc": {"driftax_mclmc": lambda *a: run_driftax(*a, method="mclmc"), "blackjax_mclmc": run_blackjax_mclmc},
+}
 
 
 def main(argv=None):
@@ -109,7 +170,12 @@ def main(argv=None):
     ap.add_argument("--json", type=Path)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    ap.add_argument("--methods", default="nuts,chees,mclmc", help="families to run: nuts (the headline), chees, mclmc")
     args = ap.parse_args(argv)
+    families = args.methods.split(",")
+    runners = dict(PEERS) if "nuts" in families else {}
+    for fam in families:
+        runners.update(EXTRA.get(fam, {}))
     chains, warmup, draws = (4, 500, 500) if args.quick else (8, 1000, 1000)
     names = ["eight_schools", "arK", "garch11"] + ([] if args.quick else ["gp_pois_regr"])
     if "gp_pois_regr" in names:
@@ -117,7 +183,7 @@ def main(argv=None):
     rows = []
     for name in names:
         target, reference = posteriordb.load(name)
-        for method, fn in PEERS.items():
+        for method, fn in runners.items():
             t0 = time.perf_counter()
             fn(target, chains, warmup, draws, args.seed)  # compilation (and a first run)
             first = time.perf_counter() - t0
@@ -131,36 +197,41 @@ def main(argv=None):
                   f"mean_err {row['mean_err']:.3f}  R-hat {row['rhat_max']:.3f}  {seconds:.1f} s "
                   f"(+{row['compile_seconds']:.1f} s compile)", flush=True)
 
-    def median_ratio(peer):
-        r = [next(x["ess_per_second"] for x in rows if x["target"] == t and x["method"] == "driftax")
+    def median_ratio(peer, ours="driftax"):
+        r = [next(x["ess_per_second"] for x in rows if x["target"] == t and x["method"] == ours)
              / next(x["ess_per_second"] for x in rows if x["target"] == t and x["method"] == peer) for t in names]
         return float(np.median(r))
-    result = {"rows": rows, "median_ratio_vs_numpyro": median_ratio("numpyro"),
-              "median_ratio_vs_blackjax": median_ratio("blackjax")}
-    print(f"\nmedian ESS/s ratio, driftax / numpyro: {result['median_ratio_vs_numpyro']:.2f}; "
-          f"driftax / blackjax: {result['median_ratio_vs_blackjax']:.2f} (target >= 1 each)")
+    result = {"rows": rows}
+    if "nuts" in families:
+        result.update(median_ratio_vs_numpyro=median_ratio("numpyro"), median_ratio_vs_blackjax=median_ratio("blackjax"))
+        print(f"\nmedian ESS/s ratio, driftax / numpyro: {result['median_ratio_vs_numpyro']:.2f}; "
+              f"driftax / blackjax: {result['median_ratio_vs_blackjax']:.2f} (target >= 1 each)")
+    for fam in ("chees", "mclmc"):
+        if fam in families:
+            result[f"median_ratio_{fam}_vs_blackjax"] = r = median_ratio(f"blackjax_{fam}", f"driftax_{fam}")
+            print(f"median ESS/s ratio, driftax {fam} / blackjax {fam}: {r:.2f}")
     print(f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)")
     args.out.mkdir(parents=True, exist_ok=True)
-    _plot(rows, names, args.out)
+    _plot(rows, names, list(runners), args.out)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))
 
 
-def _plot(rows, names, out: Path):
+def _plot(rows, names, methods, out: Path):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    width = 0.25
-    for i, method in enumerate(PEERS):
+    width = 0.8 / len(methods)
+    for i, method in enumerate(methods):
         vals = [next(r["ess_per_second"] for r in rows if r["target"] == t and r["method"] == method) for t in names]
         ax.bar(np.arange(len(names)) + i * width, vals, width, label=method)
-    ax.set_xticks(np.arange(len(names)) + width)
+    ax.set_xticks(np.arange(len(names)) + 0.4 - width / 2)
     ax.set_xticklabels(names)
     ax.set_ylabel("min bulk ESS / s")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / "bench_nuts.png", dpi=100)
     plt.close(fig)
