@@ -14,6 +14,11 @@ the `particles` library, and parameter learning on stochastic volatility.
     `particles` is imported from the environment or from --particles-path. Its PaRIS collector (0.3 and 0.4)
     fails under NumPy 2 at ``As[m] = a`` because ``MultinomialQueue.dequeue(1)`` returns a length-1 array;
     the benchmark swaps in a queue whose ``dequeue(1)`` returns the scalar (no other change).
+(d) --bias-curves (not part of --quick): where PPG's bias reduction at equal budget shows. T = 100, 400
+    replicates: PaRIS's bias against N, and PPG's bias at each iteration (n = 16, 32; k = 6 from its
+    unconditional start), for Σx, Σxx' and the centred second moments Σ(x_t - m_t)², Σ(x_t - m_t)(x_{t+1} -
+    m_{t+1}) (m the smoother means; truths Σ v_t and Σ c_t). A roll-out (n, k, k0) at budget n(k + 1) is the
+    mean of iterations k0+1..k of the same chains, set against PaRIS at N = n(k + 1).
 (c) Parameter learning on stochastic volatility with PPG score ascent: the trace and final values against the
     maximum-likelihood estimate from a grid (point-mass) filter, whose log-likelihood is exact up to the
     quadrature error of a 1-d grid, maximised with scipy (Nelder-Mead): an independent reference.
@@ -77,6 +82,93 @@ def _bias_study(quick: bool, seed: int):
                       f"bias Σxx' {rows[-1]['bias_cross']:+8.3f} ± {rows[-1]['bias_cross_se']:.3f}  "
                       f"rmse {rows[-1]['rmse_cross']:7.3f}", flush=True)
     return rows
+
+
+def _bias_curves(seed: int, R: int = 400):
+    """PaRIS bias against N and PPG bias per iteration (module docstring, (d)); rows for the JSON."""
+    import jax.numpy as jnp
+
+    from driftax.infer.smoothing import smooth
+    from driftax.models import ssm
+    from driftax.samplers.paris import AdditiveFunctional
+
+    m = ssm.linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0)
+    T = 100
+    ys = m.simulate(seed, T)[1]
+    ks = ssm.kalman_smoother(m, ys)
+    mu = jnp.asarray(ks.means[:, 0], jnp.float32)
+    truth = np.r_[ks.sum_means(), ks.sum_cross_moments().ravel(), ks.covs[:, 0, 0].sum(), ks.cross_covs[:, 0, 0].sum()]
+    names = ["Σx", "Σxx'", "Σ(x-m)²", "Σ(x-m)(x'-m')"]
+    f = AdditiveFunctional(
+        lambda x, y: jnp.stack([x[0], 0.0 * x[0], (x[0] - mu[0]) ** 2, 0.0 * x[0]]),
+        lambda t, xp, x, y: jnp.stack([x[0], xp[0] * x[0], (x[0] - mu[t]) ** 2, (xp[0] - mu[t - 1]) * (x[0] - mu[t])]),
+        4, "moments+centred")
+    out = {"T": T, "replicates": R, "functionals": names, "paris": [], "ppg": []}
+    for N in (32, 48, 64, 96, 128):
+        e = smooth(m, ys, f, "paris", N, num_replicates=R, seed=seed + 1).replicates - truth
+        out["paris"].append({"N": N, "bias": e.mean(0).tolist(), "se": (e.std(0, ddof=1) / np.sqrt(R)).tolist()})
+        print(f"  PaRIS N={N:4d} bias " + "  ".join(f"{nm} {b:+.3f}±{s_:.3f}" for nm, b, s_ in
+                                              zip(names, out["paris"][-1]["bias"], out["paris"][-1]["se"])), flush=True)
+    for n in (16, 32):
+        e = smooth(m, ys, f, "ppg", n, num_iterations=6, burn_in=0, num_replicates=R, seed=seed + 2).per_iteration - truth
+        row = {"n": n, "bias": e.mean(0).tolist(), "se": (e.std(0, ddof=1) / np.sqrt(R)).tolist(), "budget_rows": []}
+        for k in range(1, 7):
+            for k0 in range(0, k):
+                avg = e[:, k0:k].mean(1)
+                row["budget_rows"].append({"k": k, "k0": k0, "budget": n * (k + 1), "bias": avg.mean(0).tolist(),
+                                           "se": (avg.std(0, ddof=1) / np.sqrt(R)).tolist()})
+        out["ppg"].append(row)
+        for j, nm in enumerate(names):
+            print(f"  PPG n={n} {nm:14s} bias by iteration " + " ".join(f"{b:+.2f}" for b in e[:, :, j].mean(0))
+                  + f"  (se ≈ {np.mean(row['se'], 0)[j]:.2f})", flush=True)
+    print("  equal budget (bias ± se; PaRIS at N = budget):")
+    paris = {r["N"]: r for r in out["paris"]}
+    for row in out["ppg"]:
+        for b in row["budget_rows"]:
+            if b["budget"] in paris and b["k0"] >= 1:
+                p = paris[b["budget"]]
+                print(f"    B={b['budget']:4d} ppg(n={row['n']}, k={b['k']}, k0={b['k0']}): " + "  ".join(
+                    f"{nm} {g:+.2f}±{gs:.2f} vs {pb:+.2f}±{ps:.2f}" for nm, g, gs, pb, ps in
+                    zip(names, b["bias"], b["se"], p["bias"], p["se"])), flush=True)
+    return out
+
+
+def _plot_bias_curves(res, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = res["functionals"]
+    fig, axes = plt.subplots(2, len(names), figsize=(4.2 * len(names), 7), squeeze=False)
+    for j, nm in enumerate(names):
+        ax = axes[0, j]
+        for row in res["ppg"]:
+            it = np.arange(1, len(row["bias"]) + 1)
+            ax.errorbar(it, [b[j] for b in row["bias"]], [2 * s_[j] for s_ in row["se"]], marker="o", capsize=3,
+                        label=f"PPG n={row['n']}")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_title(f"{nm}: PPG bias by iteration (±2 se)")
+        ax.set_xlabel("iteration (after the unconditional start)")
+        ax.legend(fontsize=7)
+        ax = axes[1, j]
+        ax.errorbar([r["N"] for r in res["paris"]], [r["bias"][j] for r in res["paris"]],
+                    [2 * r["se"][j] for r in res["paris"]], marker="s", color="k", capsize=3, label="PaRIS, N = budget")
+        for row in res["ppg"]:
+            for k0 in (1, 2):
+                pts = sorted((b["budget"], b["bias"][j], b["se"][j]) for b in row["budget_rows"] if b["k0"] == k0)
+                if pts:
+                    ax.errorbar([p[0] for p in pts], [p[1] for p in pts], [2 * p[2] for p in pts], marker="o",
+                                capsize=2, label=f"PPG n={row['n']}, k0={k0}, k = B/n - 1", alpha=0.8)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xscale("log", base=2)
+        ax.set_title(f"{nm}: bias at equal budget (±2 se)")
+        ax.set_xlabel("particle budget (all propagations)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"  plot: {path}")
 
 
 def _timed(fn, repeats=2):
@@ -259,12 +351,22 @@ def main(argv=None):
     p.add_argument("--particles-path", type=Path, default=None, help="folder holding the particles package")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip", nargs="*", default=(), choices=("bias", "throughput", "learning"))
+    p.add_argument("--bias-curves", action="store_true",
+                   help="(d) only: PaRIS bias against N and PPG bias per iteration, 400 replicates (minutes)")
     args = p.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     import jax
 
     print(f"devices: {jax.devices()}")
     result = {}
+    if args.bias_curves:
+        print("(d) PaRIS bias against N, PPG bias per iteration (1-d LGSSM, T = 100, 400 replicates)")
+        result["bias_curves"] = _bias_curves(args.seed)
+        _plot_bias_curves(result["bias_curves"], args.out / "ppg_bias_curves.png")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(result, indent=1))
+        return 0
     if "throughput" not in args.skip:
         print("(b) throughput, N = T = 1000")
         raw, ratios = _throughput(args.quick, args.seed, args.particles_path)

@@ -15,6 +15,7 @@ for the linear-Gaussian models); ``--out`` saves the smoothed paths as ArviZ net
 from __future__ import annotations
 
 import argparse
+import functools
 import time
 from pathlib import Path
 
@@ -23,7 +24,10 @@ import numpy as np
 MODELS = ("lgssm", "lgssm3", "sv", "growth")
 
 
+@functools.lru_cache(maxsize=None)
 def build_model(name: str, allow_missing: bool = False):
+    """The built-in model ``name``; one object per ``(name, allow_missing)`` (models are immutable), so
+    repeated runs in one process reuse the programs `driftax.infer.smoothing.smooth` compiled for it."""
     from driftax.models import ssm
 
     if name == "lgssm":

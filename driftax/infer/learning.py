@@ -10,7 +10,9 @@ Fisher's identity writes the score as a smoothed additive functional,
 with ``u`` the unconstrained parameters (`StateSpaceModel.unconstrain`; the maximiser does not depend on
 the parametrisation) and the gradients by ``jax.grad`` of the model's log-densities. Each iteration ``ℓ``
 runs one PPG kernel step at ``θ_ℓ`` from the reference path left by the previous iteration (Markovian
-stochastic approximation: the reference is carried across parameter updates), giving ``Ĥ_ℓ``, then
+stochastic approximation: the reference is carried across parameter updates), giving ``Ĥ_ℓ`` (the first
+iteration has no reference yet: it runs the same sweep with the freezing off, PaRIS on an unconditional
+filter, whose backward path starts the chain), then
 
 .. math::  u_{ℓ+1} = u_ℓ + γ_ℓ \, Ĥ_ℓ / T, \qquad γ_ℓ = γ_0\, ℓ^{-α}, \ α ∈ (1/2, 1]
 
@@ -137,11 +139,11 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
     def theta_of(u):
         return {**fixed, **ssm.constrain(unravel(u))}
 
-    def score(key, u, ref):
+    def score(key, u, ref, frozen):
         f = score_functional(ssm, theta_of, u)
         if method == "ppg":
             new_ref, info = _paris.ppg_step(key, ssm, theta_of(u), ys_j, ref, f, N, K=K, backward=backward,
-                                            max_trials=max_trials)
+                                            max_trials=max_trials, frozen=frozen)
             return info.estimate / T, new_ref, info.finite
         out = _paris.paris(key, ssm, theta_of(u), ys_j, f, N, K=K, backward=backward, max_trials=max_trials)
         return out.estimate / T, ref, out.finite
@@ -151,7 +153,7 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
     def one(carry, inp):
         u, ref, opt_state, ok = carry
         key, ell = inp
-        s, new_ref, fin = score(key, u, ref)
+        s, new_ref, fin = score(key, u, ref, ell > 1.5)  # iteration 1 starts the chain (no reference)
         fin = fin & jnp.all(jnp.isfinite(s))
         if optimizer is None:
             new_u, new_opt = u + step_size * ell ** (-decay) * s, opt_state
@@ -165,8 +167,10 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
 
     chunk = jax.jit(lambda carry, keys, ells: lax.scan(one, carry, (keys, ells)))
     key = jax.random.key(int(seed))
-    k_init, k_run = jax.random.split(key)
-    ref0 = _paris.initial_reference(k_init, ssm, theta0, ys_j, N, backward=backward, max_trials=max_trials)
+    _, k_run = jax.random.split(key)
+    # the starting path comes from the first iteration's unconditional sweep inside the compiled chunk
+    # (one filter compiled, not a second one for an initial reference); PaRIS needs none
+    ref0 = jnp.zeros((T, ssm.state_dim), dtype)
     carry = (u0, ref0, opt_state0, jnp.array(True))
     keys = jax.random.split(k_run, num_steps)
     us, ss = [], []
@@ -242,7 +246,8 @@ def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: in
                           seed: int = 0) -> MarkovGaussian:
     r"""Markov score climbing (Naesseth, Lindsten, Blei 2020) for the Markov Gaussian family, driven by the
     PPG kernel: ``ζ_ℓ ~ P_PPG(ζ_{ℓ-1}, ·)`` (which leaves the smoothing law invariant), then
-    ``λ ← λ + γ_ℓ ∇_λ log q_λ(ζ_ℓ)`` by Adam with learning rate ``step_size``. Its fixed point minimises
+    ``λ ← λ + γ_ℓ ∇_λ log q_λ(ζ_ℓ)`` by Adam with learning rate ``step_size`` (``ζ_1`` comes from the
+    kernel's sweep with the freezing off: a backward path through an unconditional filter). Its fixed point minimises
     the inclusive ``KL(p(x_{0:T-1} | y) ‖ q_λ)``; the result averages ``λ`` over the last ``average_fraction``
     of the iterations. For a 1-d linear-Gaussian model the smoothing law is in the family (it is a
     Gaussian Markov chain), so the marginals converge to the Kalman smoother's.
@@ -268,10 +273,11 @@ def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: in
     f = _paris.state_sum(d)
     lam0 = (jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype))
 
-    def one(carry, key):
+    def one(carry, inp):
         lam, ref, opt_state, ok = carry
+        key, i = inp
         new_ref, info = _paris.ppg_step(key, ssm, theta, ys_j, ref, f, N, K=K, backward=backward,
-                                        max_trials=max_trials)
+                                        max_trials=max_trials, frozen=i > 0)
         g = jax.grad(_mg_logpdf)(lam, new_ref)
         upd, new_opt = opt.update(jax.tree.map(lambda v: -v, g), opt_state, lam)
         new_lam = optax.apply_updates(lam, upd)
@@ -280,15 +286,16 @@ def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: in
         lam, ref, opt_state = sel(new_lam, lam), sel(new_ref, ref), sel(new_opt, opt_state)
         return (lam, ref, opt_state, keep), lam
 
-    chunk = jax.jit(lambda c, ks: lax.scan(one, c, ks))
-    k_init, k_run = jax.random.split(jax.random.key(int(seed)))
-    ref0 = _paris.initial_reference(k_init, ssm, theta, ys_j, N, backward=backward, max_trials=max_trials)
+    chunk = jax.jit(lambda c, ks, idx: lax.scan(one, c, (ks, idx)))
+    _, k_run = jax.random.split(jax.random.key(int(seed)))
+    ref0 = jnp.zeros((T, d), dtype)  # the first iteration's unconditional sweep gives the starting path
     carry = (lam0, ref0, opt.init(lam0), jnp.array(True))
     keys = jax.random.split(k_run, num_steps)
+    steps = jnp.arange(num_steps)
     lams = []
     t0 = time.perf_counter()
     for start in range(0, num_steps, chunk_size):
-        carry, lc = chunk(carry, keys[start:start + chunk_size])
+        carry, lc = chunk(carry, keys[start:start + chunk_size], steps[start:start + chunk_size])
         lams.append(jax.tree.map(np.asarray, lc))
     secs = time.perf_counter() - t0
     lams = tuple(np.concatenate([l[i] for l in lams]) for i in range(3))

@@ -86,8 +86,11 @@ class ParisOutput(NamedTuple):
 
 def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, *, K: int = 2,
           scheme: str = "systematic", ess_threshold: float = 1.0, backward: str = "hybrid",
-          max_trials: int = 32, reference=None, store: bool = False) -> ParisOutput:
+          max_trials: int = 32, reference=None, frozen=True, store: bool = False) -> ParisOutput:
     """PaRIS along a bootstrap filter, or along conditional SMC when ``reference (T, d)`` is given.
+
+    ``frozen`` (a bool, possibly traced; only with ``reference``) False runs the sweep unconditionally
+    (multinomial resampling, the reference ignored): see `driftax.samplers.smc.filter_step`.
 
     Pure and jit-able (``model``, ``functional``, the sizes and the method names static). Inputs are
     validated by `driftax.infer.smoothing`.
@@ -96,7 +99,7 @@ def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: 
     T, N = ys.shape[0], num_particles
     k0, ks = jax.random.split(key)
     ref0 = None if reference is None else reference[0]
-    x0, lw0, ll0 = smc.filter_init(k0, model, theta, ys[0], N, ref0)
+    x0, lw0, ll0 = smc.filter_init(k0, model, theta, ys[0], N, ref0, frozen)
     tau0 = jax.vmap(lambda x: functional.init(x, ys[0]))(x0)
 
     def body(carry, inp):
@@ -104,7 +107,7 @@ def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: 
         k, t, y, r = inp
         k_f, k_b = jax.random.split(k)
         out = smc.filter_step(k_f, model, theta, t, x, lw, y, scheme=scheme, ess_threshold=ess_threshold,
-                              reference=None if reference is None else r)
+                              reference=None if reference is None else r, frozen=frozen)
         x_rep = jnp.repeat(out.x, K, axis=0)
         J, n = smc.backward_indices(k_b, model, theta, t, x, lw, x_rep, method=backward, max_trials=max_trials)
         h = jax.vmap(lambda xp, xn: functional.step(t, xp, xn, y))(x[J], x_rep)
@@ -141,17 +144,25 @@ def _path_from(key, out: ParisOutput):
 
 
 def ppg_step(key, model, theta, ys, reference, functional: AdditiveFunctional, num_particles: int, *,
-             K: int = 2, backward: str = "hybrid", max_trials: int = 32):
-    """One PPG kernel step: ``(new reference (T, d), PPGStepInfo)`` (module docstring)."""
+             K: int = 2, backward: str = "hybrid", max_trials: int = 32, frozen=True):
+    """One PPG kernel step: ``(new reference (T, d), PPGStepInfo)`` (module docstring).
+
+    With ``frozen`` False (a bool, possibly traced) the sweep ignores ``reference``: PaRIS on an
+    unconditional filter (multinomial resampling), its estimate a plain PaRIS estimate and the returned
+    path one backward-sampled path through that filter, which is how a PPG chain starts without a
+    reference inside the same compiled sweep (`ppg`, `driftax.infer.learning`).
+    """
     k_run, k_path = jax.random.split(key)
     out = paris(k_run, model, theta, ys, functional, num_particles, K=K, backward=backward,
-                max_trials=max_trials, reference=reference, store=True)
+                max_trials=max_trials, reference=reference, frozen=frozen, store=True)
     return _path_from(k_path, out), PPGStepInfo(out.estimate, out.loglik, out.fallbacks, out.finite)
 
 
 def initial_reference(key, model, theta, ys, num_particles: int, *, backward: str = "hybrid",
                       max_trials: int = 32):
-    """A first reference: one backward-sampled path through a bootstrap filter of ``num_particles``."""
+    """A first reference: one backward-sampled path through a bootstrap filter of ``num_particles``
+    (systematic resampling). `ppg` does not call it: its first, unconditional sweep gives the same kind
+    of path without compiling a second filter."""
     k_f, k_b = jax.random.split(key)
     out = smc.bootstrap_filter(k_f, model, theta, ys, num_particles)
     idx, _ = smc.backward_paths(k_b, model, theta, out, 1, method=backward, max_trials=max_trials)
@@ -171,18 +182,35 @@ class PPGOutput(NamedTuple):
 
 def ppg(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, num_iterations: int,
         burn_in: int, *, K: int = 2, reference=None, backward: str = "hybrid", max_trials: int = 32) -> PPGOutput:
-    """The PPG roll-out: ``num_iterations`` kernel steps from ``reference`` (default `initial_reference`
-    with ``num_particles``), averaging the estimates of steps ``burn_in+1 .. num_iterations``."""
-    k_init, k_steps = jax.random.split(key)
-    if reference is None:
-        reference = initial_reference(k_init, model, theta, ys, num_particles, backward=backward,
-                                      max_trials=max_trials)
+    """The PPG roll-out: ``num_iterations`` kernel steps from ``reference``, averaging the estimates of
+    steps ``burn_in+1 .. num_iterations``.
 
-    def body(ref, k):
+    Without ``reference`` the chain starts from one backward-sampled path through an unconditional
+    filter of ``num_particles`` (multinomial resampling): a first sweep of the same compiled kernel with
+    the freezing switched off (`ppg_step` with ``frozen=False``), whose estimate is discarded. One
+    sweep body serves all ``num_iterations + 1`` sweeps, so the program compiles one filter, not two.
+    """
+    k_init, k_steps = jax.random.split(key)
+    keys = jax.random.split(k_steps, num_iterations)
+    start = reference is None
+    if start:
+        ys_ = jnp.asarray(ys)
+        reference = jnp.zeros((ys_.shape[0], model.state_dim), ys_.dtype)  # ignored by the first sweep
+        keys = jnp.concatenate([k_init[None], keys])
+        frozen = jnp.arange(num_iterations + 1) > 0
+    else:
+        frozen = jnp.ones((num_iterations,), bool)
+
+    def body(ref, inp):
+        k, fz = inp
         new, info = ppg_step(k, model, theta, ys, ref, functional, num_particles, K=K, backward=backward,
-                             max_trials=max_trials)
+                             max_trials=max_trials, frozen=fz if start else True)
         return new, (new, info)
 
-    _, (refs, info) = lax.scan(body, reference, jax.random.split(k_steps, num_iterations))
-    est = jnp.mean(info.estimate[burn_in:], axis=0)
-    return PPGOutput(est, info.estimate, refs, jnp.sum(info.fallbacks), jnp.all(info.finite))
+    _, (refs, info) = lax.scan(body, reference, (keys, frozen))
+    fallbacks, finite = jnp.sum(info.fallbacks), jnp.all(info.finite)  # every sweep, the first included
+    estimates = info.estimate
+    if start:  # the unconditional first sweep only supplies the starting path
+        refs, estimates = refs[1:], estimates[1:]
+    est = jnp.mean(estimates[burn_in:], axis=0)
+    return PPGOutput(est, estimates, refs, fallbacks, finite)

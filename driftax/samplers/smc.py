@@ -108,18 +108,23 @@ class StepOut(NamedTuple):
     resampled: jax.Array
 
 
-def filter_init(key, model, theta, y0, num_particles: int, reference0=None):
-    """``(ξ_0, log ω_0, log Ẑ_0)``; slot 0 is ``reference0`` when given."""
+def filter_init(key, model, theta, y0, num_particles: int, reference0=None, frozen=True):
+    """``(ξ_0, log ω_0, log Ẑ_0)``; slot 0 is ``reference0`` when given (and ``frozen``, see `filter_step`)."""
     x = model.init_sample(key, theta, num_particles)
     if reference0 is not None:
-        x = x.at[0].set(reference0)
+        x = x.at[0].set(reference0 if frozen is True else jnp.where(frozen, reference0, x[0]))
     lw = log_g_batch(model, theta, 0, x, y0)
     return x, lw, logsumexp(lw) - jnp.log(num_particles)
 
 
 def filter_step(key, model, theta, t, x, log_weights, y, *, scheme="systematic", ess_threshold=1.0,
-                reference=None) -> StepOut:
-    """Resample (adaptively) and propagate from ``t-1`` to ``t``; ``reference`` freezes slot 0 (CSMC)."""
+                reference=None, frozen=True) -> StepOut:
+    """Resample (adaptively) and propagate from ``t-1`` to ``t``; ``reference`` freezes slot 0 (CSMC).
+
+    ``frozen`` (a bool, possibly traced) switches the freezing off: with ``reference`` given and
+    ``frozen`` False the step is an unconditional step with multinomial resampling, so one compiled
+    sweep serves both the unconditional start of a PPG chain and its conditional sweeps.
+    """
     n = x.shape[0]
     k_res, k_mov = jax.random.split(key)
     if reference is None and ess_threshold < 1.0:
@@ -132,13 +137,14 @@ def filter_step(key, model, theta, t, x, log_weights, y, *, scheme="systematic",
         if reference is None:
             anc = resample(k_res, log_weights, n, scheme)
         else:
-            anc = resample(k_res, log_weights, n, "multinomial").at[0].set(0)
+            anc = resample(k_res, log_weights, n, "multinomial")
+            anc = anc.at[0].set(0 if frozen is True else jnp.where(frozen, 0, anc[0]))
         # carried weights all 1: written as constants rather than logsumexp(zeros), which XLA would
         # constant-fold element by element at compile time (seconds for large replicate batches)
         carried, log_norm = 0.0, math.log(n)
     x_new = model.transition_sample(k_mov, theta, t, x[anc])
     if reference is not None:
-        x_new = x_new.at[0].set(reference)
+        x_new = x_new.at[0].set(reference if frozen is True else jnp.where(frozen, reference, x_new[0]))
     lw = carried + log_g_batch(model, theta, t, x_new, y)
     inc = logsumexp(lw) - log_norm
     return StepOut(x_new, lw, anc, inc, do)

@@ -10,11 +10,14 @@ alarm per component has probability below 3e-3 (t distribution). Seeds 0-4 all p
 import numpy as np
 import pytest
 
+from driftax.cli.smooth import build_model
 from driftax.infer.smoothing import smooth
 from driftax.models import ssm
 
 SEED = 0
-M1 = ssm.linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0)
+# linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0) as the CLI builds it: the same object as in
+# tests/infer/test_smoothing.py, so runs of the same sizes there reuse these compiled programs
+M1 = build_model("lgssm")
 A3 = np.array([[0.8, 0.1, 0.0], [-0.1, 0.7, 0.2], [0.0, 0.1, 0.6]])
 C3 = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.3]])
 M3 = ssm.linear_gaussian(A3, C3, np.diag([0.5, 0.4, 0.3]), np.diag([0.6, 0.8]), np.array([0.5, -0.2, 0.1]),
@@ -63,17 +66,24 @@ def test_estimates_match_the_kalman_smoother_3d(data3, method):
 
 @pytest.mark.slow
 def test_ppg_from_an_exact_path_is_unbiased_at_its_first_iteration(data1):
-    """Stationarity: ζ ~ smoothing law ⇒ E[Π̂_1] = truth, with only N = 16 particles for T = 100, where
-    plain PaRIS is visibly biased (the contrast shows the test has the power to see a bias)."""
+    """Stationarity: ζ ~ smoothing law ⇒ E[Π̂_1] = truth, with only N = 16 particles for T = 100, where plain
+    PaRIS is visibly biased (measured on this data: -15.3 ± 0.9 on the cross moment, 400 replicates).
+    The contrast runs the same compiled program from references off the smoothing law (the exact paths
+    shifted by 0.5, under one smoothing sd): its first iteration is biased and the test sees it, so the
+    property under test is the reference's law, not something every run has."""
     R, N = 400, 16
     refs = ssm.kalman_sample_paths(M1, data1, R, seed=SEED + 10)[:, :, :]
-    r = smooth(M1, data1, "moments", "ppg", N, num_iterations=1, burn_in=0, num_replicates=R, reference=refs,
-               seed=SEED)
-    est = r.per_iteration[:, 0]
-    se = est.std(0, ddof=1) / np.sqrt(R)
     exact = truth(M1, data1)
-    # 4.5 se over 2 components (R = 400: se is well estimated), P(false alarm) < 1e-4
-    assert np.all(np.abs(est.mean(0) - exact) <= 4.5 * se)
-    p = smooth(M1, data1, "moments", "paris", N, num_replicates=R, seed=SEED)
-    # PaRIS bias on the cross moment at N = 16 measured -14 ± 1.1 (12 se): required here > 5 se
-    assert p.estimate[1] - exact[1] < -5 * p.mc_error[1]
+
+    def first_iteration(references, seed):
+        r = smooth(M1, data1, "moments", "ppg", N, num_iterations=1, burn_in=0, num_replicates=R,
+                   reference=references, seed=seed)
+        est = r.per_iteration[:, 0]
+        return est.mean(0) - exact, est.std(0, ddof=1) / np.sqrt(R)
+
+    bias, se = first_iteration(refs, SEED)
+    # 4.5 se over 2 components (R = 400: se is well estimated), P(false alarm) < 1e-4; seeds 0-4: |z| <= 2.2
+    assert np.all(np.abs(bias) <= 4.5 * se)
+    bias, se = first_iteration(refs + 0.5, SEED + 1)
+    # shifted start: Σx off by +12.1 to +12.3 (z 39-44) over seeds 0-4; required here > 5 se
+    assert bias[0] > 5 * se[0]
