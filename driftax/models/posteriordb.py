@@ -237,6 +237,8 @@ def arma11(T, y):
     ``y -> err`` is triangular with unit diagonal, so this is the likelihood of ``y``.
     Box & Jenkins, Time Series Analysis (1970).
     """
+    if int(T) < 1:  # Stan: int<lower=1> T
+        raise ValueError(f"T must be at least 1, got {T}")
     y = _as_float(y)
     if y.shape != (int(T),):
         raise ValueError(f"y must have shape (T,) = ({int(T)},), got {y.shape}")
@@ -412,6 +414,8 @@ def hmm_example(N, K, y):
     """
     if int(K) != 2:
         raise ValueError(f"K must be 2 (the Stan program hard-codes two states), got {K}")
+    if int(N) < 1:  # Stan's gamma[N] needs one observation at least
+        raise ValueError(f"N must be at least 1, got {N}")
     y = _as_float(y)
     if y.shape != (int(N),):
         raise ValueError(f"y must have shape (N,) = ({int(N)},), got {y.shape}")

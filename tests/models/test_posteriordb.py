@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.flatten_util import ravel_pytree
+from numpyro.distributions import constraints
 from numpyro.infer.util import unconstrain_fn
 from scipy import stats
 
@@ -127,6 +128,23 @@ def test_every_shared_posterior_is_transcribed():
         assert (ROOT / "stan" / f"{record['model_name']}.stan").is_file(), name
         assert posteriordb.POSTERIORS[name][0].__name__ == record["model_name"], name
         assert posteriordb.POSTERIORS[name][1] == f"data_{record['data_name']}.json.zip", name
+
+
+def test_new_models_reject_bad_data():
+    with pytest.raises(ValueError, match="K must be 2"):
+        posteriordb.hmm_example(3, 3, np.zeros(3))
+    with pytest.raises(ValueError, match="N must be at least 1"):
+        posteriordb.hmm_example(0, 2, np.zeros(0))
+    with pytest.raises(ValueError, match="y must have shape"):
+        posteriordb.arma11(5, np.zeros(4))
+    with pytest.raises(ValueError, match="T must be at least 1"):
+        posteriordb.arma11(0, np.zeros(0))
+    with pytest.raises(ValueError, match="X must have shape"):
+        posteriordb.diamonds(3, np.zeros(3), 4, np.zeros((3, 3)), 0)
+    with pytest.raises(ValueError, match="X must have shape"):
+        posteriordb.blr(3, 2, np.zeros((2, 3)), np.zeros(3))
+    with pytest.raises(ValueError, match="event_dim"):
+        posteriordb.flat(constraints.simplex)  # a simplex needs its length
 
 
 def test_merge_multi_index_names():
