@@ -53,7 +53,13 @@ from driftax.samplers import diffusion as dfn
 __all__ = ["train_bridge", "TrainedBridge", "BridgeSamples", "load_bridge", "bridge_metrics", "LOSSES"]
 
 LOSSES = {"log_variance": "log_variance", "lv": "log_variance", "kl": "kl", "reverse_kl": "kl"}
-_FORMAT = "driftax-bridge-1"
+# Saved-file format. Version 2 = the layout since the DIS variance-matched step and the scalar score
+# networks (configuration field ``integrator``; `TimeMLP` with one output). Version-1 files written after
+# that change (their configuration has ``integrator``) have the same layout and still load; older ones do
+# not (different score network, DIS Euler only, another DDS step) and get a ValueError naming the versions.
+_FORMAT = "driftax-bridge-2"
+_FORMAT_PREFIX = "driftax-bridge-"
+_COMPATIBLE = {"driftax-bridge-1": "integrator"}  # older format -> the config field that marks the new layout
 _AXIS = "batch"
 
 
@@ -159,17 +165,16 @@ class TrainedBridge:
 
     def load_control(self, path) -> "TrainedBridge":
         """This bridge with the control saved at ``path``; ValueError if it was saved by a bridge of
-        another configuration (method, dimension, time grid, architecture...)."""
+        another configuration (method, dimension, time grid, architecture...) or in an older,
+        incompatible file format (see `load_bridge`)."""
         header, blob = _read(path)
-        saved = dfn.BridgeConfig(**header["config"])
+        saved = _saved_config(path, header)
         if saved != self.config:
             diff = {k: (v, getattr(self.config, k)) for k, v in saved.to_dict().items()
                     if getattr(self.config, k) != v}
             raise ValueError(f"{path}: the saved control belongs to a bridge of another configuration; "
                              f"differences (saved, this): {diff}")
-        skeleton = dfn.init_control(self.config, jax.random.key(0))
-        control = eqx.tree_deserialise_leaves(io.BytesIO(blob), skeleton)
-        return dataclasses.replace(self, control=control)
+        return dataclasses.replace(self, control=_deserialise(path, blob, self.config))
 
 
 def _read(path):
@@ -182,35 +187,61 @@ def _read(path):
         header = json.loads(line.decode())
     except (UnicodeDecodeError, json.JSONDecodeError):
         header = None
-    if not isinstance(header, dict) or header.get("format") != _FORMAT:
+    fmt = header.get("format") if isinstance(header, dict) else None
+    if not isinstance(fmt, str) or not fmt.startswith(_FORMAT_PREFIX):
         raise ValueError(f"{path} is not a driftax bridge file (format {_FORMAT})")
+    config = header.get("config")
+    if fmt != _FORMAT and not (fmt in _COMPATIBLE and isinstance(config, dict) and _COMPATIBLE[fmt] in config):
+        raise ValueError(
+            f"{path} was saved in bridge file format {fmt!r} by an older driftax whose control layout differs "
+            f"(before the DIS variance-matched step and the scalar score networks); this version reads "
+            f"{_FORMAT!r}. Retrain with driftax.infer.train_bridge (or `driftax bridge`) and save again.")
     return header, blob
+
+
+def _saved_config(path, header) -> dfn.BridgeConfig:
+    try:
+        return dfn.BridgeConfig(**header["config"])
+    except (KeyError, TypeError) as err:
+        raise ValueError(f"{path}: the bridge configuration in its header does not match this driftax version "
+                         f"(format {header.get('format')!r}, this version writes {_FORMAT!r}): {err}") from None
+
+
+def _deserialise(path, blob, cfg: dfn.BridgeConfig) -> dfn.BridgeControl:
+    skeleton = dfn.init_control(cfg, jax.random.key(0))
+    try:
+        return eqx.tree_deserialise_leaves(io.BytesIO(blob), skeleton)
+    except Exception as err:  # truncated file, or weights of another layout under a matching header
+        raise ValueError(f"{path}: the saved weights do not fit the control of its configuration "
+                         f"({type(err).__name__}: {str(err)[:200]}); the file is damaged or was written by "
+                         f"another driftax version (this one reads {_FORMAT!r})") from None
 
 
 def load_bridge(path, target) -> TrainedBridge:
     """A `TrainedBridge` for ``target`` from a file written by `TrainedBridge.save` (no training record).
 
-    ValueError if the saved dimension differs from the target's."""
+    ValueError if the saved dimension differs from the target's, if the file was written in an older,
+    incompatible format (the message names the file's format version and this one's), or if its weights
+    do not fit its configuration."""
     target = as_target(target)
     header, blob = _read(path)
-    cfg = dfn.BridgeConfig(**header["config"])
+    cfg = _saved_config(path, header)
     if cfg.dim != target.dim:
         raise ValueError(f"{path}: saved bridge has dimension {cfg.dim}, target {target.name!r} has {target.dim}")
-    skeleton = dfn.init_control(cfg, jax.random.key(0))
-    control = eqx.tree_deserialise_leaves(io.BytesIO(blob), skeleton)
+    control = _deserialise(path, blob, cfg)
     return TrainedBridge(cfg, control, target, header.get("loss", "log_variance"), num_steps=header.get("num_steps", 0))
 
 
 # ------------------------------------------------------------------------------------------------
 # training
 # ------------------------------------------------------------------------------------------------
-def _sharded_noise(key, cfg, batch, mesh):
-    noise = dfn.draw_noise(key, cfg, batch)
+def _sharded_noise(key, cfg, batch, mesh, exploration=False):
+    noise = dfn.draw_noise(key, cfg, batch, exploration=exploration)
     row = NamedSharding(mesh, P(_AXIS, None))
     steps = NamedSharding(mesh, P(None, _AXIS, None))
     return dfn.Noise(jax.lax.with_sharding_constraint(noise.x0, row),
                      jax.lax.with_sharding_constraint(noise.eps, steps),
-                     jax.lax.with_sharding_constraint(noise.xi, steps))
+                     None if noise.xi is None else jax.lax.with_sharding_constraint(noise.xi, steps))
 
 
 def _optimizer(learning_rate, lr_final_fraction, num_steps, clip_norm):
@@ -255,7 +286,7 @@ def _train_chunk(carry, keys, steps, static, spec: _TrainSpec):
     def one_step(carry, inp):
         params, opt_state, ema = carry
         k, step = inp
-        noise = _sharded_noise(k, cfg, spec.batch_size, spec.mesh)
+        noise = _sharded_noise(k, cfg, spec.batch_size, spec.mesh, exploration > 0)
         clip_scale = _clip_scale(step, spec.clip_warmup, spec.num_steps)
 
         def objective(p):

@@ -429,20 +429,66 @@ class BridgeControl(eqx.Module):
 
 
 def init_control(cfg: BridgeConfig, key) -> BridgeControl:
-    """An untrained control for ``cfg`` (zero network output; see `TimeMLP` for the score factor)."""
+    """An untrained control for ``cfg`` (zero network output; see `TimeMLP` for the score factor).
+
+    The weights depend on the architecture only (``dim``, ``width``, ``num_layers``, ``max_freq`` and
+    whether/how the score term is scaled), not on the SDE or its time grid: one compiled initialiser
+    serves every configuration that shares the network."""
     if not isinstance(cfg, BridgeConfig):
         raise TypeError(f"cfg must be a BridgeConfig, got {type(cfg).__name__}")
-    return _init_control(cfg, key)
+    scale_init = None if cfg.parameterisation == "plain" else (1.0 if cfg.parameterisation == "interp" else 0.01)
+    return _init_control((cfg.dim, cfg.width, cfg.num_layers, float(cfg.max_freq), scale_init), key)
 
 
-@eqx.filter_jit  # one compiled program instead of dozens of eagerly dispatched initialisers
-def _init_control(cfg: BridgeConfig, key) -> BridgeControl:
+def _build_control(arch, key) -> BridgeControl:
+    dim, width, num_layers, max_freq, scale_init = arch
     k1, k2 = jax.random.split(key)
-    net = FourierMLP(cfg.dim, cfg.width, cfg.num_layers, cfg.max_freq, key=k1)
-    scale = None
-    if cfg.parameterisation != "plain":
-        scale = TimeMLP(cfg.width, cfg.max_freq, 1.0 if cfg.parameterisation == "interp" else 0.01, key=k2)
+    net = FourierMLP(dim, width, num_layers, max_freq, key=k1)
+    scale = None if scale_init is None else TimeMLP(width, max_freq, scale_init, key=k2)
     return BridgeControl(net, scale)
+
+
+def _linears(model) -> list:
+    is_linear = lambda m: isinstance(m, eqx.nn.Linear)  # noqa: E731
+    return [m for m in jax.tree.leaves(model, is_leaf=is_linear) if is_linear(m)]
+
+
+@eqx.filter_jit
+def _init_control(arch: tuple, key) -> BridgeControl:
+    """The initial weights of ``arch`` = (dim, width, num_layers, max_freq, scale_init or None) from one
+    uniform and one normal draw. Same laws as the layer constructors (PyTorch's and equinox's default
+    ``nn.Linear`` initialisation: weight and bias ~ U(±1/√fan_in); Fourier phases ~ N(0, 1), official
+    ``randn``; fixed frequencies ``linspace(0.1, max_freq, width)``; output layers at zero, the score
+    factor's bias at ``scale_init``), but each ``jax.random`` call of the constructors adds its own
+    threefry to the compiled program (about 2.5 s of XLA compilation per architecture on a CPU); one
+    draw per law compiles in a fraction of that."""
+    dim, width, num_layers, max_freq, scale_init = arch
+    skeleton = eqx.filter_eval_shape(_build_control, arch, key)  # shapes only: no random numbers drawn
+    k_uniform, k_normal = jax.random.split(key)
+    layers = _linears(skeleton)
+    sizes = [math.prod(lin.weight.shape) + math.prod(lin.bias.shape) for lin in layers]
+    unif = jax.random.uniform(k_uniform, (sum(sizes),), jnp.float32, -1.0, 1.0)
+    filled, offset = [], 0
+    for lin, size in zip(layers, sizes):
+        lim = 1.0 / math.sqrt(lin.in_features)
+        nw = math.prod(lin.weight.shape)
+        w = lim * unif[offset:offset + nw].reshape(lin.weight.shape)
+        b = lim * unif[offset + nw:offset + size].reshape(lin.bias.shape)
+        filled.append(eqx.tree_at(lambda m: (m.weight, m.bias), lin, (w, b)))
+        offset += size
+    model = eqx.tree_at(_linears, skeleton, filled)
+    coef = jnp.linspace(0.1, max_freq, width, dtype=jnp.float32)
+    phases = jax.random.normal(k_normal, (2, width), jnp.float32)
+    out = model.net.out
+    model = eqx.tree_at(lambda m: (m.net.t_embed.coef, m.net.t_embed.phase, m.net.out.weight, m.net.out.bias),
+                        model, (coef, phases[0], jnp.zeros(out.weight.shape, jnp.float32),
+                                jnp.zeros(out.bias.shape, jnp.float32)))
+    if scale_init is not None:
+        out = model.scale.out
+        model = eqx.tree_at(lambda m: (m.scale.coef, m.scale.phase, m.scale.out.weight, m.scale.out.bias),
+                            model, (coef, phases[1], jnp.zeros(out.weight.shape, jnp.float32),
+                                    jnp.full(out.bias.shape, scale_init, jnp.float32)))
+    return model
 
 
 def control_fn(model: BridgeControl, cfg: BridgeConfig, logdensity_fn, clip_scale=1.0) -> Callable:
@@ -486,19 +532,22 @@ def check_gradients(cfg: BridgeConfig, logdensity_fn) -> None:
 # ------------------------------------------------------------------------------------------------
 class Noise(NamedTuple):
     """Fixed randomness of a batch: ``x0`` (N, d) prior draws, ``eps`` (K, N, d) step noise,
-    ``xi`` (K, N, d) off-policy exploration noise (zeros when unused)."""
+    ``xi`` (K, N, d) off-policy exploration noise (``None`` when not drawn)."""
 
     x0: Array
     eps: Array
-    xi: Array
+    xi: Array | None
 
 
-def draw_noise(key, cfg: BridgeConfig, batch: int, dtype=jnp.float32) -> Noise:
-    """All standard normals of one batch of paths (prior draws are unscaled here)."""
+def draw_noise(key, cfg: BridgeConfig, batch: int, dtype=jnp.float32, *, exploration: bool = True) -> Noise:
+    """All standard normals of one batch of paths (prior draws are unscaled here).
+
+    ``exploration=False`` leaves out the off-policy noise ``xi`` (on-policy sampling and training):
+    ``x0`` and ``eps`` are the same either way (their keys do not depend on it)."""
     k0, k1, k2 = jax.random.split(key, 3)
     K, d = cfg.num_time_steps, cfg.dim
-    return Noise(jax.random.normal(k0, (batch, d), dtype), jax.random.normal(k1, (K, batch, d), dtype),
-                 jax.random.normal(k2, (K, batch, d), dtype))
+    xi = jax.random.normal(k2, (K, batch, d), dtype) if exploration else None
+    return Noise(jax.random.normal(k0, (batch, d), dtype), jax.random.normal(k1, (K, batch, d), dtype), xi)
 
 
 class Paths(NamedTuple):
@@ -524,7 +573,6 @@ def _log_normal(x, var):
     return -0.5 * jnp.sum(x * x, axis=-1) / var - 0.5 * x.shape[-1] * (_LOG_2PI + jnp.log(var))
 
 
-@eqx.filter_jit
 def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach: bool = False,
              exploration: float = 0.0, sharding=None, clip_scale=1.0) -> Paths:
     """Simulate ``N`` paths and accumulate their log Radon-Nikodym derivative (module docstring).
@@ -536,15 +584,36 @@ def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach:
     (a number or a traced scalar) multiplies the control's clips. Paths that turn non-finite are frozen
     at 0 and flagged in ``alive``.
     """
-    u_fn = control_fn(control, cfg, logdensity_fn, clip_scale) if isinstance(control, BridgeControl) else control
-    exploration = float(exploration)  # static under filter_jit (a Python number)
+    if not isinstance(cfg, BridgeConfig):
+        raise TypeError(f"cfg must be a BridgeConfig, got {type(cfg).__name__}")
     co = coefficients(cfg)
+    steps = tuple(np.asarray(v, np.float32) for v in (co.time, co.a, co.b, co.s, co.h, co.diffusion, co.back_a,
+                                                       co.back_s))
+    return _simulate(control, _traced_config(cfg), logdensity_fn, noise, steps, detach=detach,
+                     exploration=float(exploration), sharding=sharding, clip_scale=clip_scale)
+
+
+def _traced_config(cfg: BridgeConfig) -> BridgeConfig:
+    """``cfg`` without the fields that only shape the step coefficients (time grid, β schedule, integrator):
+    the coefficients enter the compiled program as arrays, so configurations that differ only there (DIS
+    with either integrator or another β, DDS's grid) share one program per number of steps."""
+    return dataclasses.replace(cfg, num_time_steps=1, integrator="", beta_min=0.0, beta_max=0.0,
+                               cosine_offset=0.0, alpha_max=0.0)
+
+
+@eqx.filter_jit
+def _simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, steps, *, detach: bool, exploration: float,
+              sharding, clip_scale) -> Paths:
+    u_fn = control_fn(control, cfg, logdensity_fn, clip_scale) if isinstance(control, BridgeControl) else control
     dt = jnp.float32
-    xs = tuple(jnp.asarray(v, dt) for v in (co.time, co.a, co.b, co.s, co.h, co.diffusion, co.back_a,
-                                              co.back_s))
+    xs = tuple(jnp.asarray(v, dt) for v in steps)
     sqrt_h = jnp.sqrt(xs[4])
     is_dis = cfg.method == "dis"
     x0n, eps, xi = noise
+    if exploration > 0 and xi is None:
+        raise ValueError("exploration > 0 needs the off-policy noise: draw_noise(..., exploration=True)")
+    if exploration == 0:
+        xi = None  # not scanned over: it would only be carried through the loop
     constrain = (lambda v: lax.with_sharding_constraint(v, sharding)) if sharding is not None else (lambda v: v)
     x0 = constrain(cfg.prior_scale * x0n)
     N = x0.shape[0]
@@ -552,7 +621,7 @@ def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach:
 
     def step(carry, inp):
         x, alive, cost, cross, ito, div = carry
-        t, a, b, s, h, sig, ba, bs, sh, e, z = inp
+        t, a, b, s, h, sig, ba, bs, sh, e, z = inp if exploration > 0 else (*inp, None)
         u = vu(t, x, sig)
         w = lax.stop_gradient(u) if detach else u
         if exploration > 0:
@@ -577,7 +646,8 @@ def simulate(control, cfg: BridgeConfig, logdensity_fn, noise: Noise, *, detach:
 
     zeros = jnp.zeros((N,), dt)
     init = (x0, jnp.ones((N,), bool), zeros, zeros, zeros, zeros)
-    (x, alive, cost, cross, ito, div), _ = lax.scan(step, init, (*xs, sqrt_h, eps, xi))
+    scanned = (*xs, sqrt_h, eps) + ((xi,) if exploration > 0 else ())
+    (x, alive, cost, cross, ito, div), _ = lax.scan(step, init, scanned)
 
     # target term: evaluate log ρ where it is finite only, so no NaN reaches a gradient (double where)
     lp_raw = jax.vmap(logdensity_fn)(lax.stop_gradient(x))
@@ -632,6 +702,7 @@ class Estimates(NamedTuple):
     num_dropped: Array
 
 
+@jax.jit  # one small program per batch size instead of a dozen eagerly dispatched ones
 def estimates(paths: Paths) -> Estimates:
     """Estimators from on-policy paths (dropped paths have weight 0 and count in ``N``)."""
     logw = jnp.where(paths.alive, -paths.rnd, -jnp.inf)

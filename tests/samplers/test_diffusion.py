@@ -23,6 +23,11 @@ def gauss_logdensity(mean, var, const=0.0):
     return lambda x: -0.5 * jnp.sum((x - m) ** 2 / v) + const
 
 
+def on_policy_noise(seed, cfg, n):
+    """The noise of ``n`` paths without the off-policy draws (unused at η = 0: one random program less)."""
+    return D.draw_noise(jax.random.key(seed), cfg, n, exploration=False)
+
+
 # ------------------------------------------------------------------------------------------------
 # configuration and input checks
 # ------------------------------------------------------------------------------------------------
@@ -63,10 +68,11 @@ def test_target_without_gradient_gives_a_clear_error():
 
 
 def test_batch_of_one_rejected_by_log_variance_loss():
-    cfg = D.dis(2, num_time_steps=3, width=8)
+    cfg = D.dis(2, num_time_steps=3, width=8, num_layers=1, parameterisation="plain")
     model = D.init_control(cfg, jax.random.key(0))
+    one_path = D.Noise(jnp.zeros((1, 2)), jnp.zeros((3, 1, 2)), None)
     with pytest.raises(ValueError, match="at least 2"):
-        D.log_variance_loss(model, cfg, gauss_logdensity(0.0, 1.0), D.draw_noise(jax.random.key(0), cfg, 1))
+        D.log_variance_loss(model, cfg, gauss_logdensity(0.0, 1.0), one_path)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -78,16 +84,20 @@ def test_zero_control_on_reference_law_gives_constant_weights_and_exact_log_z(me
     chain for DDS) have exactly this law at T, so -rnd = log ρ - log p_ref = c + ... is constant and
     log Ẑ = log Z = c + d/2 log(2π v_ref) for any number of steps. Tolerance: float32 rounding of
     |x|²/v over d = 3 coordinates of size ≲ 5 (≈ 1e-5 relative to terms of size ~10)."""
-    cfg = D.make_config(method, 3, num_time_steps=7, parameterisation="plain", width=8)
+    cfg = D.make_config(method, 3, num_time_steps=7, parameterisation="plain", width=8, num_layers=1)
     v = (0.2 * 5.0) if method == "pis" else 1.0
     c = 1.7
     model = D.init_control(cfg, jax.random.key(0))
-    paths = D.simulate(model, cfg, gauss_logdensity(np.zeros(3), v, c), D.draw_noise(jax.random.key(1), cfg, 512))
+    paths = D.simulate(model, cfg, gauss_logdensity(np.zeros(3), v, c), on_policy_noise(1, cfg, 512))
     est = D.estimates(paths)
     log_z = c + 1.5 * math.log(2 * math.pi * v)
-    assert float(jnp.std(paths.rnd)) < 1e-4
+    assert float(np.std(np.asarray(paths.rnd, np.float64))) < 1e-4
     assert abs(float(est.log_Z) - log_z) < 1e-4 and abs(float(est.elbo) - log_z) < 1e-4
     assert abs(float(est.ess) - 1.0) < 1e-5
+
+
+_ELBO_M, _ELBO_V = np.array([1.0, -0.5]), np.array([0.5, 2.0])
+_ELBO_LP = gauss_logdensity(_ELBO_M, _ELBO_V)  # module-level: DIS with either integrator shares one program
 
 
 def _kl_gauss(m0, v0, m1, v1):
@@ -100,15 +110,15 @@ def test_zero_control_elbo_is_minus_kl_of_the_reference(method):
     """Zero control: E[-rnd] = E_{p_ref}[log ρ - log p_ref] = log Z - KL(p_ref | p) (closed form for a
     diagonal Gaussian p). Tolerance: 5 standard errors of the batch mean of -rnd (sd/√N measured)."""
     d, n = 2, 4000
-    cfg = D.make_config(method, d, num_time_steps=10, parameterisation="plain", width=8)
+    cfg = D.make_config(method, d, num_time_steps=10, parameterisation="plain", width=8, num_layers=1)
     vref = D.reference_variance(cfg)
     m, v = np.array([1.0, -0.5]), np.array([0.5, 2.0])
     logz = 0.5 * np.sum(np.log(2 * np.pi * v))  # ρ = unnormalised N(m, diag v)
     model = D.init_control(cfg, jax.random.key(0))
-    paths = D.simulate(model, cfg, gauss_logdensity(m, v), D.draw_noise(jax.random.key(2), cfg, n))
+    paths = D.simulate(model, cfg, gauss_logdensity(m, v), on_policy_noise(2, cfg, n))
     elbo = float(D.estimates(paths).elbo)
     truth = logz - _kl_gauss(np.zeros(d), np.full(d, vref), m, v)
-    se = float(jnp.std(paths.rnd)) / math.sqrt(n)
+    se = float(np.std(np.asarray(paths.rnd, np.float64))) / math.sqrt(n)
     assert abs(elbo - truth) < 5 * se
 
 
@@ -138,18 +148,18 @@ def test_dis_zero_control_elbo_against_gaussian_recursion(integrator):
     E[-rnd] = d/2 (1 + log 2π) - E Σ div + E log ρ(X_K) with ρ = N(m, diag v_t) unnormalised.
     Tolerance: 5 standard errors of the batch mean of -rnd."""
     d, n, K = 2, 4000, 20
-    cfg = D.dis(d, num_time_steps=K, parameterisation="plain", width=8, integrator=integrator)
+    cfg = D.dis(d, num_time_steps=K, parameterisation="plain", width=8, num_layers=1, integrator=integrator)
     c = _dis_kernels(K, integrator)
     var, e_div = 1.0, 0.0
     for a, s, ba, bs in zip(c["a"], c["s"], c["ba"], c["bs"]):
         e_div += -0.5 + 0.5 * ((1 - a * ba) ** 2 * var + ba ** 2 * s ** 2) / bs ** 2 + math.log(bs / s)
         var = a ** 2 * var + s ** 2
-    m, v = np.array([1.0, -0.5]), np.array([0.5, 2.0])
+    m, v = _ELBO_M, _ELBO_V
     e_logrho = -0.5 * np.sum((var + m ** 2) / v)
     truth = 0.5 * d * (1 + LOG2PI) - d * e_div + e_logrho
     model = D.init_control(cfg, jax.random.key(0))
-    paths = D.simulate(model, cfg, gauss_logdensity(m, v), D.draw_noise(jax.random.key(3), cfg, n))
-    se = float(jnp.std(paths.rnd)) / math.sqrt(n)
+    paths = D.simulate(model, cfg, _ELBO_LP, on_policy_noise(3, cfg, n))
+    se = float(np.std(np.asarray(paths.rnd, np.float64))) / math.sqrt(n)
     assert abs(float(D.estimates(paths).elbo) - truth) < 5 * se
 
 
@@ -171,39 +181,44 @@ def follmer_control(m, v, sigma, T):
     return u
 
 
+def _follmer_lv(m, v, K, n, noise_key, net):
+    """PIS with u = u* + NN on p = N(m, diag v): Var(rnd) (the LV loss), ‖∇ LV‖ with respect to the
+    network's weights, |log Ẑ - log Z|, and Var(rnd) of the zero control on the same noise."""
+    cfg = D.pis(len(m), num_time_steps=K, parameterisation="plain")
+    u_opt = follmer_control(m, v, cfg.sigma, cfg.horizon)
+    lp = gauss_logdensity(m, v)
+    noise = D.draw_noise(noise_key, cfg, n, exploration=False)
+
+    @eqx.filter_jit  # one compiled program per K (eagerly, the loss and its gradient dispatch dozens)
+    def stats(mlp):
+        lv = lambda q: D.log_variance_loss(lambda t, x, s: u_opt(t, x, s) + q(t, x), cfg, lp, noise)  # noqa: E731
+        (loss, paths), g = eqx.filter_value_and_grad(lv, has_aux=True)(mlp)
+        gnorm = jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))
+        zero = D.simulate(lambda t, x, s: jnp.zeros_like(x), cfg, lp, noise)
+        return loss, gnorm, D.estimates(paths).log_Z, jnp.var(zero.rnd)
+
+    loss, gnorm, log_z, zero_var = stats(net)
+    return float(loss), float(gnorm), abs(float(log_z) - 0.5 * np.sum(np.log(2 * np.pi * v))), float(zero_var)
+
+
 def test_pis_follmer_drift_zero_log_variance_and_exact_log_z():
     """With the closed-form optimal control the path RND is constant in continuous time, so Var(rnd), the
     gradient of the LV loss with respect to a zero-initialised network added to the control
     (u = u* + NN, NN = 0 at its initial weights) and |log Ẑ - log Z| must shrink as the number of Euler
-    steps grows. Var(rnd) is O(Δt): it must fall by at least 2.5x per 4x steps (measured 3.9-4.8x over
-    noise keys 7..12); the gradient norm (≤ 2 sd(rnd) sd(∂rnd), Cauchy-Schwarz; a noisy Monte Carlo
-    estimate) by at least 1.5x from K = 10 to 160 (measured 2.2-13x); log Ẑ comes within 0.02 of log Z
-    at K = 160 (measured ≤ 0.005); at K = 40 Var(rnd) is < 1 % of the zero control's (measured 0.07-0.09 %)."""
-    d, n = 2, 1000
+    steps grows. Var(rnd) is O(Δt): from K = 10 to 160 (16x) it must fall by at least 2.5² = 6.25x, the
+    rate of 2.5x per 4x steps (measured 3.9-4.8x per 4x, 16-19x per 16x over noise keys 7..12 and
+    network keys 5..10); the gradient norm (≤ 2 sd(rnd) sd(∂rnd), Cauchy-Schwarz; a noisy Monte Carlo
+    estimate) by at least 1.5x (measured 2.1-13x); log Ẑ comes within 0.02 of log Z at K = 160 (measured
+    ≤ 0.005); already at K = 10 Var(rnd) is < 1 % of the zero control's (measured 0.31-0.36 %)."""
     m, v = np.array([1.5, -1.0]), np.array([0.3, 0.8])
-    logz = 0.5 * np.sum(np.log(2 * np.pi * v))
-    lp = gauss_logdensity(m, v)
-    net = D.FourierMLP(d, 16, 1, key=jax.random.key(5))
-    variances, grads, errs = [], [], []
-    for K in (10, 40, 160):
-        cfg = D.pis(d, num_time_steps=K, parameterisation="plain")
-        u_opt = follmer_control(m, v, cfg.sigma, cfg.horizon)
-        noise = D.draw_noise(jax.random.key(7), cfg, n)
-
-        def lv(mlp):
-            return D.log_variance_loss(lambda t, x, s: u_opt(t, x, s) + mlp(t, x), cfg, lp, noise)
-
-        (loss, paths), g = eqx.filter_value_and_grad(lv, has_aux=True)(net)
-        variances.append(float(loss))
-        grads.append(float(jnp.sqrt(sum(jnp.sum(x ** 2) for x in jax.tree.leaves(g)))))
-        errs.append(abs(float(D.estimates(paths).log_Z) - logz))
-    assert variances[1] < variances[0] / 2.5 and variances[2] < variances[1] / 2.5
-    assert grads[2] < grads[0] / 1.5
-    assert errs[2] < 0.02
+    net = D.init_control(D.pis(2, parameterisation="plain", width=16, num_layers=1), jax.random.key(5)).net
+    coarse = _follmer_lv(m, v, 10, 1000, jax.random.key(7), net)
+    fine = _follmer_lv(m, v, 160, 1000, jax.random.key(7), net)
+    assert fine[0] < coarse[0] / 2.5 ** 2
+    assert fine[1] < coarse[1] / 1.5
+    assert fine[2] < 0.02
     # against the untrained (zero-control) sampler the optimum is orders of magnitude better
-    cfg = D.pis(d, num_time_steps=40, parameterisation="plain")
-    zero = D.simulate(lambda t, x, s: jnp.zeros_like(x), cfg, lp, D.draw_noise(jax.random.key(7), cfg, n))
-    assert variances[1] < 0.01 * float(jnp.var(zero.rnd))
+    assert coarse[0] < 0.01 * coarse[3]
 
 
 def test_dis_optimal_control_for_gaussian_target():
@@ -233,11 +248,11 @@ def test_dis_optimal_control_for_gaussian_target():
     excess = []
     for K in (25, 100, 400):
         cfg = D.dis(d, num_time_steps=K, parameterisation="plain")
-        paths = D.simulate(u_opt, cfg, lp, D.draw_noise(jax.random.key(11), cfg, n))
+        paths = D.simulate(u_opt, cfg, lp, on_policy_noise(11, cfg, n))
         est = D.estimates(paths)
         sd = math.sqrt((1 / float(est.ess) - 1) / n)
         assert abs(float(est.log_Z) - logz) < 5 * sd + 1e-4
-        excess.append(float(jnp.var(paths.rnd)) - v_inf)
+        excess.append(float(np.var(np.asarray(paths.rnd, np.float64))) - v_inf)
     assert excess[1] < excess[0] / 2.5 and excess[2] < excess[1] / 2
 
 
@@ -254,15 +269,15 @@ def test_dis_interpolation_control_is_exact_for_standard_normal():
     lp = gauss_logdensity(np.zeros(d), 1.0, -0.5 * d * LOG2PI)
     euler = []
     for K, integrator in ((25, "exponential"), (25, "euler"), (100, "euler")):  # exact at any K: one suffices
-        cfg = D.dis(d, num_time_steps=K, width=8, integrator=integrator)
+        cfg = D.dis(d, num_time_steps=K, width=8, num_layers=1, integrator=integrator)
         model = D.init_control(cfg, jax.random.key(0))
-        p = D.simulate(model, cfg, lp, D.draw_noise(jax.random.key(1), cfg, 1000))
+        p = D.simulate(model, cfg, lp, on_policy_noise(1, cfg, 1000))
         if integrator == "exponential":
             est = D.estimates(p)
-            assert float(jnp.std(p.rnd)) < 1e-3
+            assert float(np.std(np.asarray(p.rnd, np.float64))) < 1e-3
             assert abs(float(est.log_Z)) < 1e-4 and float(est.ess) > 1 - 1e-5
         else:
-            euler.append(float(jnp.var(p.rnd)))
+            euler.append(float(np.var(np.asarray(p.rnd, np.float64))))
     assert euler[1] < euler[0] / 2.5 and euler[1] > 0.3
 
 
@@ -318,6 +333,17 @@ def _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, detach_explore, integrator=
     return cost, cross, ito, bnd
 
 
+# module-level control and target: the DIS cases with either integrator share one compiled program
+_NAIVE_RNG = np.random.default_rng(0)
+_NAIVE_W, _NAIVE_C = _NAIVE_RNG.normal(size=(2, 2)) * 0.7, _NAIVE_RNG.normal(size=2)
+_NAIVE_M, _NAIVE_V = np.array([0.5, -1.0]), np.array([0.7, 1.3])
+_NAIVE_LP = gauss_logdensity(_NAIVE_M, _NAIVE_V)
+
+
+def _naive_u(t, x, s):
+    return jnp.tanh(jnp.asarray(_NAIVE_W, jnp.float32) @ x + jnp.asarray(_NAIVE_C, jnp.float32) * t)
+
+
 @pytest.mark.parametrize("method,integrator", [("pis", "euler"), ("dis", "exponential"), ("dis", "euler"),
                                                ("dds", "exponential")])
 def test_losses_match_naive_float64_loop_on_fixed_noise(method, integrator):
@@ -325,22 +351,14 @@ def test_losses_match_naive_float64_loop_on_fixed_noise(method, integrator):
     on the LV paths): float32 against float64 to 1e-4 relative plus 1e-4 absolute (K = 12 steps of
     O(1) terms; float32 rounding is ~1e-6 per operation)."""
     d, n, K = 2, 64, 12
-    rng = np.random.default_rng(0)
-    W = rng.normal(size=(d, d)) * 0.7
-    c = rng.normal(size=d)
-    m, v = np.array([0.5, -1.0]), np.array([0.7, 1.3])
+    W, c, m, v = _NAIVE_W, _NAIVE_C, _NAIVE_M, _NAIVE_V
     lp_np = lambda x: -0.5 * np.sum((x - m) ** 2 / v)  # noqa: E731
     cfg = D.make_config(method, d, num_time_steps=K, parameterisation="plain", integrator=integrator)
     noise = D.draw_noise(jax.random.key(4), cfg, n)
-    Wj, cj = jnp.asarray(W, jnp.float32), jnp.asarray(c, jnp.float32)
-
-    def u(t, x, s):
-        return jnp.tanh(Wj @ x + cj * t)
-
     x0n, eps, xi = (np.asarray(a, np.float64) for a in noise)
     for eta, loss_fn in ((0.0, D.kl_loss), (0.5, D.log_variance_loss)):
         kw = {"exploration": eta} if eta else {}
-        val, _ = loss_fn(u, cfg, gauss_logdensity(m, v), noise, **kw)
+        val, _ = loss_fn(_naive_u, cfg, _NAIVE_LP, noise, **kw)
         cost, cross, ito, bnd = _naive_rnd(method, W, c, x0n, eps, xi, lp_np, K, eta, integrator)
         truth = np.mean(cost + bnd) if eta == 0 else np.var(cost + cross + ito + bnd, ddof=1)
         assert abs(float(val) - truth) < 1e-4 * abs(truth) + 1e-4, (method, eta, float(val), truth)
@@ -369,12 +387,11 @@ def test_log_variance_gradient_is_twice_kl_gradient_in_expectation(method):
         g = jax.grad(lambda p: loss_fn(eqx.combine(p, static), cfg, lp, noise)[0])(params)
         return jnp.concatenate([jnp.ravel(x) for x in jax.tree.leaves(g)])
 
-    lv_g = jax.jit(lambda nz: flat_grad(D.log_variance_loss, nz))
-    kl_g = jax.jit(lambda nz: flat_grad(D.kl_loss, nz))
+    both = jax.jit(lambda nz: (flat_grad(D.log_variance_loss, nz), flat_grad(D.kl_loss, nz)))  # one program
     diffs, kls = [], []
     for b in range(B):
-        noise = D.draw_noise(jax.random.key(100 + b), cfg, n)
-        g1, g2 = np.asarray(lv_g(noise)), 2 * np.asarray(kl_g(noise))
+        g1, g2 = both(on_policy_noise(100 + b, cfg, n))
+        g1, g2 = np.asarray(g1), 2 * np.asarray(g2)
         diffs.append(g1 - g2)
         kls.append(g2)
     diffs, kls = np.array(diffs), np.array(kls)
@@ -395,18 +412,22 @@ def test_non_finite_target_drops_and_counts_paths_and_keeps_gradients_finite():
     for ρ = N(0, I) restricted to x_0 > 0 (PIS zero control, reference N(0, I): weights are exactly
     1 on alive paths, so Ẑ = fraction alive · 2π; tolerance 5 binomial sds)."""
     d, n = 2, 2000
-    cfg = D.pis(d, num_time_steps=5, width=8)
+    cfg = D.pis(d, num_time_steps=5, width=8, num_layers=1)
     lp = lambda x: jnp.where(x[0] > 0, -0.5 * jnp.sum(x * x), -jnp.inf)  # noqa: E731
     model = D.init_control(cfg, jax.random.key(0))
     # PIS-grad with a zero score factor: the control is 0 but ∇log ρ is still evaluated (and differentiated)
     model = eqx.tree_at(lambda q: q.scale.out.bias, model, jnp.zeros_like(model.scale.out.bias))
-    noise = D.draw_noise(jax.random.key(1), cfg, n)
-    for loss_fn in (D.kl_loss, D.log_variance_loss):
-        (val, paths), g = eqx.filter_value_and_grad(
-            lambda mdl: loss_fn(mdl, cfg, lp, noise), has_aux=True)(model)
+    noise = on_policy_noise(1, cfg, n)
+
+    @eqx.filter_jit  # both losses and gradients in one program
+    def both(mdl):
+        return [eqx.filter_value_and_grad(lambda q: loss_fn(q, cfg, lp, noise), has_aux=True)(mdl)
+                for loss_fn in (D.kl_loss, D.log_variance_loss)]
+
+    for (val, paths), g in both(model):
         assert np.isfinite(float(val))
         assert all(np.all(np.isfinite(np.asarray(x))) for x in jax.tree.leaves(g))
-    est = D.estimates(paths)
+    est = D.estimates(paths)  # of the LV (detached) paths: the same law
     frac = 1 - int(est.num_dropped) / n
     assert abs(frac - 0.5) < 5 * math.sqrt(0.25 / n)
     assert abs(float(est.log_Z) - math.log(frac * 2 * math.pi)) < 1e-4
