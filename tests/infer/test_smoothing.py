@@ -26,6 +26,7 @@ YS = M1.simulate(0, 30)[1]
 PARIS = dict(functional="state_sum", method="paris", num_particles=256, num_replicates=16)
 
 
+@pytest.mark.filterwarnings("ignore:More chains")  # ArviZ: 16 replicate chains of 4 kept paths is intended
 def test_result_paths_are_arviz_draws_and_seed_reproducible():
     # the model object and sizes of the 1-d Kalman tests in tests/samplers/test_paris.py: in one process
     # these runs reuse their compiled PPG and FFBS programs
