@@ -175,8 +175,9 @@ def smooth(ssm: StateSpaceModel, ys, functional="moments", method: str = "ppg", 
     theta
         Parameters (default: the model's); checked against their supports.
     reference
-        PPG only: initial reference paths ``(num_replicates, T, state_dim)`` (default: one backward path
-        through a bootstrap filter of ``num_particles`` per replicate).
+        PPG only: initial reference paths ``(num_replicates, T, state_dim)`` (default: per replicate, one
+        backward path through an unconditional filter of ``num_particles``, the roll-out's first sweep
+        with the freezing off, so the roll-out propagates ``num_particles · (num_iterations + 1)`` particles).
     seed
         Integer seed; same seed, same result for a given device count.
     """
