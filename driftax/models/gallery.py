@@ -21,9 +21,11 @@ many_well              even     mean, cov, log_Z (quadrature), exact draws (inve
 logistic_regression    p + 1    none (compare with NUTS)
 =====================  =======  ==============================================================
 
-Use `get(name, **kwargs)` (or the `GALLERY` dict) to build one by name; the four posteriordb
+Use `get(name, **kwargs)` (or the `GALLERY` dict) to build one by name; the thirteen posteriordb
 posteriors are reachable there too (``"eight_schools"``, ``"arK"``, ``"garch11"``,
-``"gp_pois_regr"``), read from the shared folder by `driftax.models.posteriordb`.
+``"gp_pois_regr"``, ``"arma11"``, ``"blr"``, ``"diamonds"``, ``"hmm_example"``,
+``"kidscore_interaction"``, ``"logearn_interaction"``, ``"logmesquite_logvash"``,
+``"low_dim_gauss_mix"``, ``"nes"``), read from the shared folder by `driftax.models.posteriordb`.
 """
 from __future__ import annotations
 
@@ -591,13 +593,31 @@ GALLERY: dict[str, Callable[..., Target]] = {
     "garch-garch11": _posteriordb_entry("garch-garch11"),
     "gp_pois_regr": _posteriordb_entry("gp_pois_regr-gp_pois_regr"),
     "gp_pois_regr-gp_pois_regr": _posteriordb_entry("gp_pois_regr-gp_pois_regr"),
+    "arma11": _posteriordb_entry("arma-arma11"),
+    "arma-arma11": _posteriordb_entry("arma-arma11"),
+    "blr": _posteriordb_entry("sblrc-blr"),
+    "sblrc-blr": _posteriordb_entry("sblrc-blr"),
+    "diamonds": _posteriordb_entry("diamonds-diamonds"),
+    "diamonds-diamonds": _posteriordb_entry("diamonds-diamonds"),
+    "hmm_example": _posteriordb_entry("hmm_example-hmm_example"),
+    "hmm_example-hmm_example": _posteriordb_entry("hmm_example-hmm_example"),
+    "kidscore_interaction": _posteriordb_entry("kidiq-kidscore_interaction"),
+    "kidiq-kidscore_interaction": _posteriordb_entry("kidiq-kidscore_interaction"),
+    "logearn_interaction": _posteriordb_entry("earnings-logearn_interaction"),
+    "earnings-logearn_interaction": _posteriordb_entry("earnings-logearn_interaction"),
+    "logmesquite_logvash": _posteriordb_entry("mesquite-logmesquite_logvash"),
+    "mesquite-logmesquite_logvash": _posteriordb_entry("mesquite-logmesquite_logvash"),
+    "low_dim_gauss_mix": _posteriordb_entry("low_dim_gauss_mix-low_dim_gauss_mix"),
+    "low_dim_gauss_mix-low_dim_gauss_mix": _posteriordb_entry("low_dim_gauss_mix-low_dim_gauss_mix"),
+    "nes": _posteriordb_entry("nes1996-nes"),
+    "nes1996-nes": _posteriordb_entry("nes1996-nes"),
 }
 
 
 def get(name: str, **kwargs) -> Target:
     """Build the gallery target ``name`` with keyword arguments ``kwargs``.
 
-    Names: the keys of `GALLERY` (gallery targets and the four posteriordb posteriors). A
+    Names: the keys of `GALLERY` (gallery targets and the thirteen posteriordb posteriors). A
     posteriordb name raises ``FileNotFoundError`` when the shared data folder is absent.
     """
     if not isinstance(name, str):
