@@ -41,7 +41,7 @@ SCRIPT = textwrap.dedent("""
         from jax.sharding import PartitionSpec as P
         from driftax._sharding import batch_mesh
         from driftax.infer import adaptation
-        nuts_idata = dx.infer.sample(target, "nuts", num_chains=chains, num_samples=1000, num_warmup=300,
+        nuts_idata = dx.infer.sample(target, "nuts", num_chains=chains, num_samples=500, num_warmup=300,
                                      seed=3, progress=False)
         rng = np.random.default_rng(0)
         xs = jnp.asarray(np.asarray(m) + np.asarray(s) * rng.normal(size=(300, chains, 6)), jnp.float32)
