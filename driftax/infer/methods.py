@@ -15,6 +15,7 @@ import math
 from typing import Callable
 
 from driftax.samplers import averaging, hmc, langevin, mclmc
+from driftax.samplers.rng import key_noise_size
 
 __all__ = ["Method", "register", "get", "available", "sgld", "with_average"]
 
@@ -189,7 +190,7 @@ register(Method(
     name="nuts",
     init=hmc.nuts_init,
     step=hmc.nuts_step,
-    noise_size=hmc.nuts_noise_size,
+    noise_size=key_noise_size,
     build_kernel=hmc.nuts_build_kernel,
     default_step_size=0.5,
     target_acceptance=0.8,
@@ -204,7 +205,7 @@ register(Method(
     name="hmc_chees",
     init=hmc.chees_init,
     step=hmc.chees_step,
-    noise_size=hmc.chees_noise_size,
+    noise_size=key_noise_size,
     build_kernel=hmc.chees_build_kernel,
     default_step_size=0.1,
     target_acceptance=0.651,
@@ -228,7 +229,7 @@ register(Method(
     name="mclmc",
     init=mclmc.init,
     step=mclmc.step,
-    noise_size=mclmc.noise_size,
+    noise_size=key_noise_size,
     build_kernel=mclmc.build_kernel,
     default_step_size=1.0,
     reports_acceptance=False,

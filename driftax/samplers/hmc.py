@@ -45,7 +45,7 @@ from driftax.samplers.rng import key_from_normals
 
 Array = jax.Array
 
-__all__ = ["NUTSInfo", "nuts_init", "nuts_step", "nuts_noise_size", "MAX_NUM_DOUBLINGS", "HMCInfo",
+__all__ = ["NUTSInfo", "nuts_init", "nuts_step", "MAX_NUM_DOUBLINGS", "HMCInfo",
            "chees_init", "chees_step", "chees_warmup", "Adapted"]
 
 MAX_NUM_DOUBLINGS = 10  # Stan's default maximum tree depth: at most 1023 leapfrog steps a transition
@@ -82,7 +82,7 @@ def _blackjax_metric(inverse_mass_matrix, position):
 
 def nuts_step(state: bj_hmc.HMCState, noise: Array, logdensity_fn: Callable, step_size,
               inverse_mass_matrix=None, max_num_doublings: int = MAX_NUM_DOUBLINGS):
-    """One NUTS transition whose key is made from ``noise[:2]`` (`nuts_noise_size` normals)."""
+    """One NUTS transition whose key is made from ``noise[:2]`` (`driftax.samplers.rng.key_noise_size` normals)."""
     key = key_from_normals(noise[:2])
     imm = _blackjax_metric(inverse_mass_matrix, state.position)
     new, info = _KERNEL(key, state, logdensity_fn, step_size, imm, max_num_doublings)
@@ -94,12 +94,6 @@ def nuts_step(state: bj_hmc.HMCState, noise: Array, logdensity_fn: Callable, ste
         tree_depth=info.num_trajectory_expansions,
         energy=info.energy,
     )
-
-
-def nuts_noise_size(dim: int) -> int:
-    """Standard normals one `nuts_step` consumes (they become its key), whatever the dimension."""
-    del dim
-    return 2
 
 
 def nuts_build_kernel():
@@ -190,9 +184,3 @@ def chees_warmup(logdensity_fn: Callable, positions: Array, key, num_warmup: int
                    params=(jnp.asarray(params["integration_steps_params"][0], dtype),),
                    grad_evals=jnp.sum(info.info.num_integration_steps.astype(jnp.float32)),
                    divergences=jnp.sum(info.info.is_divergent.astype(jnp.int32)))
-
-
-def chees_noise_size(dim: int) -> int:
-    """Standard normals one `chees_step` consumes (they become its key)."""
-    del dim
-    return 2

@@ -34,7 +34,7 @@ from driftax.samplers.rng import key_from_normals
 
 Array = jax.Array
 
-__all__ = ["MCLMCInfo", "init", "step", "noise_size", "warmup", "build_kernel", "GRADS_PER_STEP"]
+__all__ = ["MCLMCInfo", "init", "step", "warmup", "build_kernel", "GRADS_PER_STEP"]
 
 GRADS_PER_STEP = 2  # McLachlan's scheme: two position updates, each followed by a gradient
 DIVERGENCE_THRESHOLD = 1000.0  # |energy error| beyond which a step is flagged, as HMC's divergences
@@ -65,12 +65,6 @@ def step(state, noise: Array, logdensity_fn: Callable, step_size, inverse_mass_m
     dE = info.energy_change
     return new, MCLMCInfo(acceptance_rate=jnp.full((), jnp.nan, dE.dtype), is_accepted=jnp.ones((), bool),
                           diverging=~info.nonans | (jnp.abs(dE) > DIVERGENCE_THRESHOLD), energy_error=dE)
-
-
-def noise_size(dim: int) -> int:
-    """Standard normals one `step` consumes (they become its key)."""
-    del dim
-    return 2
 
 
 def build_kernel():

@@ -52,3 +52,10 @@ def key_from_normals(z: jax.Array) -> jax.Array:
     """
     bits = lax.bitcast_convert_type(z.astype(jnp.float32), jnp.uint32)
     return jax.random.wrap_key_data(bits)
+
+
+def key_noise_size(dim: int) -> int:
+    """Standard normals a step whose randomness is one key consumes (`key_from_normals` takes two),
+    whatever the dimension: the ``noise_size`` of NUTS, ChEES-HMC and MCLMC."""
+    del dim
+    return 2
