@@ -14,7 +14,8 @@ integrator is the two-stage minimal-norm (McLachlan) scheme: two gradients a ste
 
 `warmup` is BlackJAX's three-stage tuner (``mclmc_find_L_and_step_size``) run on every
 chain, stage 1 from the chain's start and stages 2-3 from where stage 1 ended, each on the density
-seen from its own origin (float32 variances without cancellation): (1) the step size from the energy error with :math:`L = \sqrt d`; (2) the posterior's
+seen from its own origin (float32 variances without cancellation): (1) the step size from the
+energy error with :math:`L = \sqrt d`; (2) the posterior's
 variances, giving :math:`L = \sqrt{\sum_i \sigma_i^2}` or, with a diagonal metric, the metric
 itself and :math:`L = \sqrt d`; (3) :math:`L = 0.4\,h\,\tau`, :math:`\tau` the integrated
 autocorrelation time from the ESS of a short run. The chains' tuned h, L and metric are then
