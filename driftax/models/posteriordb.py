@@ -27,7 +27,14 @@ Stan program: latent site names equal the Stan parameter names, Stan's transform
 
 The data folder is never copied into the repository: `data_root` finds it (environment variable
 ``DRIFTAX_POSTERIORDB``, else ``shared/data/posteriordb`` in a parent of this file's folder) and
-returns ``None`` when it is absent, so tests and benchmarks can skip.
+returns ``None`` when it is absent, so tests and benchmarks can skip. Every loader also takes the
+folder as ``root``. Two layouts are read, detected from the folder's contents (`layout`): the
+shared folder's flat one, and a local clone of the posterior database itself
+(``git clone https://github.com/stan-dev/posteriordb``; pass its root or its
+``posterior_database`` folder), where a posterior's record is ``posteriors/NAME.json``, its data
+``data/data/DATA.json.zip`` and its reference draws ``reference_posteriors/draws/draws/REF.json.zip``,
+``DATA`` and ``REF`` named by the record. `load` checks that the reference draws name sites of the
+model, with the model's shapes.
 
 ``gp_pois_regr`` needs float64: its kernel matrix is numerically singular in float32 (jitter
 1e-10 is below float32 resolution; NUTS in float32 diverges over a thousand times). This loader
@@ -43,6 +50,7 @@ import re
 import warnings
 import zipfile
 from pathlib import Path
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -59,6 +67,8 @@ __all__ = [
     "POSTERIORS",
     "flat",
     "data_root",
+    "Layout",
+    "layout",
     "load",
     "load_data",
     "load_reference",
@@ -487,6 +497,8 @@ def data_root() -> Path | None:
     ``$DRIFTAX_POSTERIORDB`` if set (``None`` if it is not a folder); otherwise the first
     ``shared/data/posteriordb`` found in a parent of this file's folder (for a checkout at
     ``<work>/main`` that is ``<work>/shared/data/posteriordb``, i.e. ``../shared`` beside the repo).
+    The folder may be in either layout (`Layout`): the shared folder's flat one, or a clone of
+    the posterior database (its root, or its ``posterior_database`` folder).
     """
     env = os.environ.get(ENV_VAR)
     if env:
@@ -500,47 +512,14 @@ def data_root() -> Path | None:
 
 
 def _looked_in(root) -> str:
-    """Where a lookup went, in words (for error messages)."""
+    """Where a lookup went when there is no folder to look in, in words (for error messages)."""
     if root is not None:
         return f"folder {str(Path(root))!r}"
-    found = data_root()
-    if found is not None:
-        return f"folder {str(found)!r}"
     env = os.environ.get(ENV_VAR)
     if env:
         return f"${ENV_VAR} = {env!r}, which is not a folder"
     return (f"no posteriordb folder: ${ENV_VAR} is unset and no shared/data/posteriordb lies in a "
             f"parent of {str(Path(__file__).resolve().parent)!r}")
-
-
-def _found(root) -> list[str]:
-    """The posteriors present in a posteriordb folder: those with a ``NAME.posterior.json`` record
-    (empty when the folder is absent or unreadable)."""
-    folder = Path(root) if root is not None else data_root()
-    if folder is None or not folder.is_dir():
-        return []
-    return sorted(f.name[: -len(".posterior.json")] for f in folder.glob("*.posterior.json"))
-
-
-def _canonical(name: str, root=None) -> str:
-    """The full posteriordb name of ``name`` (a full name or a short form); an unknown name raises
-    ``ValueError`` listing the posteriors found in the folder looked in and those transcribed."""
-    if not isinstance(name, str):
-        raise TypeError(f"name must be a string, got {type(name).__name__}")
-    if name in POSTERIORS:
-        return name
-    if name in _ALIASES:
-        return _ALIASES[name]
-    found = _found(root) if root is None or isinstance(root, (str, os.PathLike)) else []
-    where = _looked_in(root) if root is None or isinstance(root, (str, os.PathLike)) else "root"
-    transcribed = ", ".join(sorted(POSTERIORS))
-    if name in found:
-        raise ValueError(
-            f"posterior {name!r} is in {where} but has no NumPyro transcription in "
-            f"driftax.models.posteriordb; transcribed: {transcribed}")
-    raise ValueError(
-        f"unknown posterior name {name!r}; found in {where}: {', '.join(found) or 'none'}; "
-        f"transcribed: {transcribed} (short forms: {', '.join(sorted(_ALIASES))})")
 
 
 def _root(root) -> Path:
@@ -554,15 +533,136 @@ def _root(root) -> Path:
         return found
     if not isinstance(root, (str, os.PathLike)):
         raise TypeError(f"root must be a path or None, got {type(root).__name__}")
-    path = Path(root)
+    path = Path(root).expanduser()
     if not path.is_dir():
         raise FileNotFoundError(f"root {str(path)!r} is not a folder")
     return path
 
 
+class Layout(NamedTuple):
+    """Where a posteriordb folder keeps posterior ``NAME``'s files.
+
+    ``kind="flat"`` (``shared/data/posteriordb``): ``NAME.posterior.json`` (the posterior's record),
+    ``NAME.json.zip`` (reference draws), ``data_DATA.json.zip``, ``stan/MODEL.stan``, all in
+    ``folder``.
+
+    ``kind="clone"`` (a clone of github.com/stan-dev/posteriordb; ``folder`` is its
+    ``posterior_database``): ``posteriors/NAME.json`` (the record), ``data/data/DATA.json.zip``
+    with ``DATA`` the record's ``data_name``, and
+    ``reference_posteriors/draws/draws/REF.json.zip`` with ``REF`` the record's
+    ``reference_posterior_name`` (``gold_standard_name`` in the database's early records), which
+    is ``null`` for posteriors without reference draws. Where a ``.json.zip`` is absent, its
+    unzipped ``.json`` is read.
+    """
+
+    kind: str
+    folder: Path
+
+    def names(self) -> list[str]:
+        """The posteriors present: those with a record, sorted."""
+        if self.kind == "flat":
+            return sorted(f.name[: -len(".posterior.json")] for f in self.folder.glob("*.posterior.json"))
+        return sorted(f.name[: -len(".json")] for f in (self.folder / "posteriors").glob("*.json"))
+
+    def describe(self) -> str:
+        what = "posteriordb clone" if self.kind == "clone" else "folder"
+        return f"{what} {str(self.folder)!r}"
+
+    def _missing(self, name: str, path: Path) -> FileNotFoundError:
+        return FileNotFoundError(
+            f"posterior {name!r}: {path.relative_to(self.folder)} is not in {self.describe()}; posteriors "
+            f"found there: {', '.join(self.names()) or 'none'}")
+
+    def record(self, name: str) -> dict:
+        """The posterior's record (the clone's is required; the flat folder's is optional: ``{}``)."""
+        path = self.folder / (f"{name}.posterior.json" if self.kind == "flat" else f"posteriors/{name}.json")
+        if not path.is_file():
+            if self.kind == "flat":
+                return {}
+            raise self._missing(name, path)
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+
+    def data_file(self, name: str) -> Path:
+        if self.kind == "flat":
+            path = self.folder / POSTERIORS[name][1]
+        else:
+            # the record names the data set; POSTERIORS' flat file name is data_DATA.json.zip
+            default = POSTERIORS[name][1][len("data_"): -len(".json.zip")] if name in POSTERIORS else name
+            path = self.folder / "data" / "data" / f"{self.record(name).get('data_name') or default}.json.zip"
+        return self._existing(name, path)
+
+    def draws_file(self, name: str) -> Path:
+        if self.kind == "flat":
+            return self._existing(name, self.folder / f"{name}.json.zip")
+        record = self.record(name)
+        key = next((k for k in ("reference_posterior_name", "gold_standard_name") if k in record), None)
+        if key is not None and record[key] is None:
+            raise ValueError(f"posterior {name!r} has no reference draws in {self.describe()}: its record "
+                             f"posteriors/{name}.json has {key}: null")
+        ref = record[key] if key is not None else name
+        return self._existing(name, self.folder / "reference_posteriors" / "draws" / "draws" / f"{ref}.json.zip")
+
+    def _existing(self, name: str, path: Path) -> Path:
+        if path.is_file():
+            return path
+        unzipped = path.with_suffix("")  # NAME.json.zip -> NAME.json
+        if unzipped.is_file():
+            return unzipped
+        raise self._missing(name, path)
+
+
+def layout(root=None) -> Layout:
+    """The `Layout` of a posteriordb folder (default `data_root()`), detected from its contents.
+
+    A folder holding ``posterior_database/posteriors`` is the root of a clone; one holding
+    ``posteriors/`` is a clone's ``posterior_database``; one holding ``*.posterior.json`` records
+    is the flat layout. Anything else is a ``ValueError`` naming the folder and both layouts;
+    a missing folder is a ``FileNotFoundError``.
+    """
+    folder = _root(root)
+    if (folder / "posterior_database" / "posteriors").is_dir():
+        return Layout("clone", folder / "posterior_database")
+    if (folder / "posteriors").is_dir():
+        return Layout("clone", folder)
+    if next(folder.glob("*.posterior.json"), None) is not None:
+        return Layout("flat", folder)
+    raise ValueError(
+        f"folder {str(folder)!r} is in neither posteriordb layout: it has no NAME.posterior.json records "
+        "(the flat layout of shared/data/posteriordb) and no posteriors/ folder (a clone of "
+        "github.com/stan-dev/posteriordb: posterior_database/posteriors/NAME.json, "
+        "posterior_database/reference_posteriors/draws/draws/NAME.json.zip, posterior_database/data/data/DATA.json.zip; "
+        "pass the clone's root or its posterior_database folder)")
+
+
+def _canonical(name: str, root=None) -> str:
+    """The full posteriordb name of ``name`` (a full name or a short form); an unknown name raises
+    ``ValueError`` listing the posteriors found in the folder looked in and those transcribed."""
+    if not isinstance(name, str):
+        raise TypeError(f"name must be a string, got {type(name).__name__}")
+    if name in POSTERIORS:
+        return name
+    if name in _ALIASES:
+        return _ALIASES[name]
+    try:
+        found_in = layout(root)
+        found, where = found_in.names(), found_in.describe()
+    except FileNotFoundError:  # no folder: the name is still unknown, and the message says why
+        found, where = [], _looked_in(root)
+    transcribed = ", ".join(sorted(POSTERIORS))
+    if name in found:
+        raise ValueError(
+            f"posterior {name!r} is in {where} but has no NumPyro transcription in "
+            f"driftax.models.posteriordb; transcribed: {transcribed}")
+    raise ValueError(
+        f"unknown posterior name {name!r}; found in {where}: {', '.join(found) or 'none'}; "
+        f"transcribed: {transcribed} (short forms: {', '.join(sorted(_ALIASES))})")
+
+
 def _read_zipped_json(path: Path):
-    if not path.is_file():
-        raise FileNotFoundError(f"posteriordb file missing: {path}")
+    if path.suffix == ".json":
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
     with zipfile.ZipFile(path) as zf:
         members = [m for m in zf.namelist() if m.endswith(".json")]
         if len(members) != 1:
@@ -571,22 +671,10 @@ def _read_zipped_json(path: Path):
             return json.load(fh)
 
 
-def _posterior_file(name: str, root, filename: str) -> Path:
-    """``root / filename`` for posterior ``name``; ``FileNotFoundError`` naming the folder and the
-    posteriors found in it when the file is absent."""
-    folder = _root(root)
-    path = folder / filename
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"posterior {name!r}: {filename} is not in folder {str(folder)!r}; posteriors found "
-            f"there: {', '.join(_found(folder)) or 'none'}")
-    return path
-
-
 def load_data(name: str, root=None) -> dict:
     """The data dict of posterior ``name`` (as in the posteriordb JSON: numbers and lists)."""
     name = _canonical(name, root)
-    return _read_zipped_json(_posterior_file(name, root, POSTERIORS[name][1]))
+    return _read_zipped_json(layout(root).data_file(name))
 
 
 _INDEXED = re.compile(r"^(?P<base>[^\[\]]+)\[(?P<idx>[0-9,\s]+)\]$")
@@ -623,7 +711,24 @@ def _merge_draws(chains: list[dict]) -> dict[str, np.ndarray]:
 def load_reference(name: str, root=None) -> dict[str, np.ndarray]:
     """Reference draws ``{param: (chain, draw, *shape)}`` (float64), Stan names, indices merged."""
     name = _canonical(name, root)
-    return _merge_draws(_read_zipped_json(_posterior_file(name, root, f"{name}.json.zip")))
+    return _merge_draws(_read_zipped_json(layout(root).draws_file(name)))
+
+
+def _check_reference(name: str, target: Target, reference: dict, where: str) -> None:
+    """Every reference parameter must be a site of the model, with the site's shape."""
+    sites = target.shapes
+    if not reference:
+        raise ValueError(f"reference draws of {name!r} in {where} hold no parameters")
+    unknown = sorted(k for k in reference if k not in sites)
+    if unknown:
+        raise ValueError(
+            f"reference draws of {name!r} in {where} name {unknown}, which are not sites of the model "
+            f"{POSTERIORS[name][0].__name__}; its sites: {sorted(sites)}")
+    wrong = [f"{k}: reference {reference[k].shape[2:]}, model {sites[k]}"
+             for k in sorted(reference) if tuple(reference[k].shape[2:]) != tuple(sites[k])]
+    if wrong:
+        raise ValueError(f"reference draws of {name!r} in {where} do not have the model's shapes: "
+                         + "; ".join(wrong))
 
 
 def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
@@ -640,8 +745,11 @@ def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
         name alone (``"eight_schools"``, ``"arK"``, ``"garch11"``, ``"arma11"``, ``"blr"``, ...).
         An unknown name raises ``ValueError`` listing the posteriors found in the folder looked in.
     root
-        The posteriordb folder; default `data_root()`. ``FileNotFoundError`` when absent, or when
-        the posterior's files are not in it (the message lists the posteriors that are).
+        The posteriordb folder, flat or a clone of the database (`layout`); default `data_root()`.
+        ``FileNotFoundError`` when absent, or when the posterior's files are not in it (the
+        message lists the posteriors that are); ``ValueError`` when it is in neither layout, or
+        when its reference draws name parameters that are not sites of the model or have other
+        shapes (the message names them).
 
     Returns
     -------
@@ -657,7 +765,8 @@ def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
     """
     name = _canonical(name, root)
     model, _, arg_names = POSTERIORS[name]
-    data = load_data(name, root)
+    found_in = layout(root)
+    data = _read_zipped_json(found_in.data_file(name))
     missing = [a for a in arg_names if a not in data]
     if missing:
         raise ValueError(f"data for {name!r} lacks {missing}")
@@ -669,4 +778,6 @@ def load(name: str, root=None) -> tuple[Target, dict[str, np.ndarray]]:
         )
     args = [np.asarray(data[a]) if isinstance(data[a], list) else data[a] for a in arg_names]
     target = from_numpyro(model, *args, name=name)
-    return target, load_reference(name, root)
+    reference = _merge_draws(_read_zipped_json(found_in.draws_file(name)))
+    _check_reference(name, target, reference, found_in.describe())
+    return target, reference

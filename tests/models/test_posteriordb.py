@@ -8,9 +8,11 @@ Skips when the shared posteriordb folder is absent.
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
+import zipfile
 
 import jax
 import jax.numpy as jnp
@@ -113,6 +115,118 @@ def test_missing_name_in_shared_folder_lists_all_thirteen():
     assert str(ROOT) in msg
     found = msg.split("found in ")[1].split("; transcribed")[0]
     assert found.split(": ")[1].split(", ") == sorted(SHAPES)  # the 13 posteriors of the folder
+
+
+# --------------------------------------------------------------------------------------------
+# a clone of the posterior database in its own layout
+# --------------------------------------------------------------------------------------------
+ES = "eight_schools-eight_schools_noncentered"
+EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _clone(dest, names=(ES,), extra_records=()):
+    """A folder in the layout of a clone of github.com/stan-dev/posteriordb
+    (``posterior_database/posteriors/NAME.json``, ``.../data/data/DATA.json.zip``,
+    ``.../reference_posteriors/draws/draws/NAME.json.zip``) holding the shared folder's files of
+    ``names`` under the clone's file names, and bare records for ``extra_records``. Returns the
+    clone's root."""
+    db = dest / "posterior_database"
+    draws = db / "reference_posteriors" / "draws" / "draws"
+    for sub in (db / "posteriors", db / "data" / "data", draws):
+        sub.mkdir(parents=True)
+    for name in names:
+        record = json.loads((ROOT / f"{name}.posterior.json").read_text())
+        (db / "posteriors" / f"{name}.json").write_text(json.dumps(record))
+        shutil.copy(ROOT / f"data_{record['data_name']}.json.zip", db / "data" / "data" / f"{record['data_name']}.json.zip")
+        shutil.copy(ROOT / f"{name}.json.zip", draws / f"{record['reference_posterior_name']}.json.zip")
+    for name in extra_records:
+        (db / "posteriors" / f"{name}.json").write_text(json.dumps({"name": name, "data_name": name}))
+    return dest
+
+
+@needs_data
+def test_clone_layout_loads_the_same_posterior_as_the_shared_folder(tmp_path, monkeypatch):
+    """The shared folder (flat) and a clone-shaped folder, given as the clone's root through
+    $DRIFTAX_POSTERIORDB and as its posterior_database folder through root=, give the same data,
+    reference draws, sites and log-density."""
+    root = _clone(tmp_path / "posteriordb")
+    assert posteriordb.layout(ROOT) == posteriordb.Layout("flat", ROOT)
+    assert posteriordb.layout(root) == posteriordb.Layout("clone", root / "posterior_database")
+    assert posteriordb.layout(root / "posterior_database") == posteriordb.layout(root)
+    flat_target, flat_ref = posteriordb.load(ES)
+    flat_data = posteriordb.load_data(ES)
+    monkeypatch.setenv("DRIFTAX_POSTERIORDB", str(root))
+    assert posteriordb.data_root() == root.resolve()
+    loads = [posteriordb.load("eight_schools"), posteriordb.load(ES, root=root / "posterior_database")]
+    assert posteriordb.load_data("eight_schools") == flat_data
+    for target, ref in loads:
+        assert (target.name, target.dim, target.shapes, target.dims) == (
+            flat_target.name, flat_target.dim, flat_target.shapes, flat_target.dims)
+        assert sorted(ref) == sorted(flat_ref)
+        for k in ref:
+            np.testing.assert_array_equal(ref[k], flat_ref[k])
+    targets = [flat_target] + [t for t, _ in loads]
+    xs = jax.random.normal(jax.random.key(0), (5, flat_target.dim))
+    lp = np.asarray(jax.jit(jax.vmap(lambda x: jnp.stack([t.logdensity_fn(x) for t in targets])))(xs), np.float64)
+    # The same float32 operations on equal data in one program. Were XLA to sum the 19 terms
+    # (8 theta_trans, mu, tau, 8 y, log|J| = log tau) in another order in one copy, the copies would
+    # differ by at most 18 eps32 Σ|terms|; every term but log tau = x[1] is a negative
+    # log-density here (the densities are below 1), so Σ|terms| <= |lp| + 2|x[1]|.
+    tol = 18 * EPS32 * (np.abs(lp[:, 0]) + 2 * np.abs(np.asarray(xs[:, 1])))
+    assert np.all(np.abs(lp[:, 1:] - lp[:, :1]) <= tol[:, None])
+
+
+@needs_data
+def test_clone_layout_bad_input(tmp_path):
+    root = _clone(tmp_path / "clone", extra_records=("foo-bar",))
+    db = root / "posterior_database"
+    # a missing name: the message lists the posteriors found and the folder looked in
+    with pytest.raises(ValueError, match="unknown posterior") as err:
+        posteriordb.load("nope", root=root)
+    assert str(db) in str(err.value) and f"found in posteriordb clone {str(db)!r}: {ES}, foo-bar;" in str(err.value)
+    with pytest.raises(ValueError, match="no NumPyro transcription"):
+        posteriordb.load("foo-bar", root=root)
+    # transcribed, but not in this clone
+    with pytest.raises(FileNotFoundError, match=r"posteriors/arK-arK\.json is not in posteriordb clone") as err:
+        posteriordb.load("arK", root=root)
+    assert f"found there: {ES}, foo-bar" in str(err.value)
+    # a record without reference draws (null in the database), and a data file that is absent
+    (db / "posteriors" / "arK-arK.json").write_text(json.dumps({"data_name": "arK", "reference_posterior_name": None}))
+    with pytest.raises(ValueError, match="arK-arK.*no reference draws.*reference_posterior_name: null"):
+        posteriordb.load_reference("arK", root=root)
+    with pytest.raises(FileNotFoundError, match=r"data/data/arK\.json\.zip is not in posteriordb clone"):
+        posteriordb.load_data("arK", root=db)
+    # a folder in neither layout
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a posterior database")
+    for call in (posteriordb.layout, lambda r: posteriordb.load("eight_schools", root=r)):
+        with pytest.raises(ValueError, match="neither posteriordb layout") as err:
+            call(other)
+        assert str(other) in str(err.value) and "posterior_database/posteriors" in str(err.value)
+
+
+@needs_data
+def test_reference_draws_that_do_not_match_the_model(tmp_path):
+    """Reference parameters that are not sites of the model, or have other shapes, are named."""
+    root = _clone(tmp_path / "clone")
+    path = root / "posterior_database" / "reference_posteriors" / "draws" / "draws" / f"{ES}.json.zip"
+    with zipfile.ZipFile(path) as zf:
+        chains = [{k: v[:5] for k, v in c.items()} for c in json.load(zf.open(zf.namelist()[0]))[:2]]
+
+    def write(chs):
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr(f"{ES}.json", json.dumps(chs))
+
+    write([{("sigma_tau" if k == "tau" else k): v for k, v in c.items()} for c in chains])
+    with pytest.raises(ValueError, match=r"name \['sigma_tau'\], which are not sites of the model") as err:
+        posteriordb.load(ES, root=root)
+    assert "'theta_trans'" in str(err.value)  # and it lists the model's sites
+    write([{k: v for k, v in c.items() if k != "theta[8]"} for c in chains])
+    with pytest.raises(ValueError, match=r"theta: reference \(7,\), model \(8,\)"):
+        posteriordb.load(ES, root=root)
+    write(chains)  # the draws themselves load
+    assert posteriordb.load(ES, root=root)[1]["theta"].shape == (2, 5, 8)
 
 
 @needs_data
@@ -288,20 +402,27 @@ def test_gp_pois_regr_logdensity_float64():
 
 
 @needs_data
-def test_gp_pois_regr_warns_without_x64(monkeypatch):
+def test_gp_pois_regr_warns_without_x64():
     if jax.config.jax_enable_x64:
         pytest.skip("x64 is on in this process")
-    monkeypatch.setattr(posteriordb, "from_numpyro", lambda model, *a, **k: model)  # skip the build
     with pytest.warns(UserWarning, match="float64"):
-        model, _ = posteriordb.load("gp_pois_regr")
-    assert model is posteriordb.gp_pois_regr
+        target, _ = posteriordb.load("gp_pois_regr")  # builds (traced, never run) and warns
+    assert target.name == "gp_pois_regr-gp_pois_regr" and target.dim == 13
 
 
 @needs_data
 def test_gallery_reaches_posteriordb(monkeypatch):
-    monkeypatch.setattr(posteriordb, "from_numpyro", lambda model, *a, name=None: (model, a, name))
-    model, args, name = gallery.get("arK")
-    assert model is posteriordb.arK and name == "arK-arK" and args[:2] == (5, 200)
+    real, calls = posteriordb.from_numpyro, []
+
+    def recording(model, *args, **kwargs):
+        calls.append((model, args))
+        return real(model, *args, **kwargs)
+
+    monkeypatch.setattr(posteriordb, "from_numpyro", recording)
+    target = gallery.get("arK")
+    (model, args), = calls
+    assert model is posteriordb.arK and args[:2] == (5, 200)
+    assert target.name == "arK-arK" and target.dim == 7
 
 
 # --------------------------------------------------------------------------------------------
