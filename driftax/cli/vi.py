@@ -155,16 +155,17 @@ def demo(outdir: Path) -> str:
             "batch-and-match, B = 10": ("batch_match", dict(num_steps=60, step_size=10.0)),  # ELBO: batch estimate
         }
         lines = ["10-d Gaussian target, Hessian eigenvalues 1 ... 100 (beta = 100), float64; KL(q | pi) closed form",
-                 f"{'method':<26} {'steps':>6} {'grad evals':>11} {'final KL':>10} {'W2 to pi':>10} {'converged':>9}"]
+                 f"{'method':<26} {'steps':>6} {'grad evals':>11} {'final KL':>10} {'W2 to pi':>10} {'KL<=1e-8':>9}"]
         fig, ax = plt.subplots(figsize=(6.5, 4))
         for label, (method, kw) in runs.items():
-            q = gaussian_vi(target, method, seed=0, **kw)
+            # tol=None: the closed-form KL is the verdict here, so the fit's own stationarity check is not compiled
+            q = gaussian_vi(target, method, seed=0, tol=None, **kw)
             kl = q.kl_to_gaussian(mu, cov)
             # log Z = 0 (normalised target): KL = -ELBO; the cubature ELBO is exact on a Gaussian target
             curve = -q.history["elbo"]
             ax.semilogy(q.history["grad_evals"], np.maximum(np.abs(curve), 1e-16), label=label)
             lines.append(f"{label:<26} {q.num_steps:>6} {q.grad_evals:>11} {kl:>10.2e} {q.w2_to(mu, cov):>10.2e} "
-                         f"{str(q.converged):>9}")
+                         f"{str(bool(kl <= 1e-8)):>9}")
         ax.set_xlabel("gradient evaluations")
         ax.set_ylabel("KL(q | pi) = -ELBO")
         ax.legend(fontsize=8)

@@ -179,10 +179,12 @@ class VIState(NamedTuple):
 
 class VIInfo(NamedTuple):
     """Per-step diagnostics: ELBO estimate ``E_q[log pi] + H(q)`` (= log Z - KL(q | pi)), the norm of the
-    Bures-Wasserstein gradient of the KL estimated at the step's points, and whether the step was finite."""
+    Bures-Wasserstein gradient of the KL estimated at the step's points, whether the step was finite, and the
+    step size it took (``step_size``, or the curvature rule's ``h_k``)."""
     elbo: jax.Array
     grad_norm: jax.Array
     finite: jax.Array
+    step_size: jax.Array
 
 
 def _cubature(d, dtype):
@@ -250,11 +252,13 @@ def _bw_grad_norm(e_grad, e_hess, factor):
 
 def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num_samples: int | None = None,
                hessian: str = "autodiff", average_start: int | None = None, antithetic: bool = False,
-               dtype=jnp.float32):
+               step_rule: str = "constant", dtype=jnp.float32):
     """The pure step ``(key, VIState) -> (VIState, VIInfo)`` of a method (see the module docstring).
 
     ``average_start``: the step from which ``(m, S)`` enter the tail average (``None``: no averaging).
     ``antithetic``: the ``num_samples`` (even) draws come in pairs ``u, -u``.
+    ``step_rule``: ``"constant"`` (``h = step_size``) or ``"curvature"`` (FB-GVI only:
+    ``h_k = min(step_size, 1 / lambda_max(A_k))`` with ``A_k`` the step's own estimate of ``E_q[hess V]``).
     Jit/vmap-able; a step whose new iterate is not finite (or whose mean or covariance factor exceeds
     ``1/eps`` in magnitude) leaves the state as it was and clears ``state.finite`` (so divergence is
     reported, never propagated as NaN).
@@ -279,10 +283,16 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
         u = normals(key)
         e_v, e_grad, e_hess = moments(u, state.mean, state.factor)
         elbo = -e_v + _entropy(state.factor)
-        mean = state.mean - h * e_grad
-        m_mat = eye - h * e_hess
-        factor = jko_entropy_step(m_mat @ state.factor, h)
-        return mean, factor, elbo, _bw_grad_norm(e_grad, e_hess, state.factor)
+        hk = h
+        if step_rule == "curvature":
+            # h <= 1/beta with beta the largest curvature this step sees (module docstring, "Step size"); a
+            # non-positive lambda_max (no curvature seen) leaves the cap h
+            top = jnp.linalg.eigvalsh(e_hess)[-1]
+            hk = jnp.where(top > 0, jnp.minimum(h, 1.0 / jnp.where(top > 0, top, 1.0)), h)
+        mean = state.mean - hk * e_grad
+        m_mat = eye - hk * e_hess
+        factor = jko_entropy_step(m_mat @ state.factor, hk)
+        return mean, factor, elbo, _bw_grad_norm(e_grad, e_hess, state.factor), hk
 
     def bw_update(key, state):
         u = normals(key)
@@ -292,7 +302,7 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
         prec = c_inv_t @ c_inv_t.T
         mean = state.mean - h * e_grad
         m_mat = eye - h * (e_hess - 0.5 * (prec + prec.T))
-        return mean, _principal_root(m_mat @ state.factor), elbo, _bw_grad_norm(e_grad, e_hess, state.factor)
+        return mean, _principal_root(m_mat @ state.factor), elbo, _bw_grad_norm(e_grad, e_hess, state.factor), h
 
     def bam_update(key, state):
         lam = h
@@ -318,13 +328,13 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
         new_cov = factor @ factor.T
         mean = state.mean / (1.0 + lam) + r * (new_cov @ gbar + zbar)
         # gradient norm from the batch: Stein estimate of E hess V (gradient-only, as the method)
-        return mean, factor, elbo, _bw_grad_norm(-gbar, _stein_hessian(state.factor, u, -g), state.factor)
+        return mean, factor, elbo, _bw_grad_norm(-gbar, _stein_hessian(state.factor, u, -g), state.factor), lam
 
     update = {"fb": fb_update, "stochastic_fb": fb_update, "bw_gd": bw_update, "bw_sgd": bw_update,
               "batch_match": bam_update}[method]
 
     def step(key, state: VIState):
-        mean, factor, elbo, gnorm = update(key, state)
+        mean, factor, elbo, gnorm, hk = update(key, state)
         # divergence: a non-finite iterate, or a covariance factor beyond 1/eps (all relative precision of
         # the iterate lost; continuing would only feed overflow to the SVD)
         big = 1.0 / jnp.finfo(dtype).eps
@@ -342,7 +352,7 @@ def build_step(logdensity_fn: Callable, dim: int, method: str, step_size, *, num
             avg_mean = state.avg_mean + w * (mean - state.avg_mean)
             avg_cov = state.avg_cov + w * (cov - state.avg_cov)
         new = VIState(mean, factor, avg_mean, avg_cov, count, ok, state.step + 1)
-        return new, VIInfo(elbo, gnorm, ok)
+        return new, VIInfo(elbo, gnorm, ok, jnp.asarray(hk, dtype))
 
     return step
 
@@ -361,8 +371,8 @@ class GaussianApprox:
 
     ``chol`` is the lower Cholesky factor of ``cov``. ``history`` holds per-step arrays ``elbo``
     (``E_q[log pi] + H(q)``, i.e. ``log Z - KL(q | pi)``), ``grad_norm`` (Bures-Wasserstein gradient norm of
-    the KL, estimated at the step's points) and ``grad_evals`` (cumulative gradient evaluations, an autodiff
-    Hessian counting as ``d``). ``converged``: every step finite and the gradient norm at the returned
+    the KL, estimated at the step's points), ``step_size`` (the step size each step took) and ``grad_evals``
+    (cumulative gradient evaluations, an autodiff Hessian counting as ``d``). ``converged``: every step finite and the gradient norm at the returned
     approximation, by the cubature rule with the method's Hessian (Stein for batch-and-match; ``2d`` or
     ``2d (d + 1)`` extra gradients, not counted in ``grad_evals``), at most ``tol``: stationarity of the
     KL, exact on Gaussian targets (batch-and-match minimises a score-based divergence instead, so on other
@@ -393,20 +403,18 @@ class GaussianApprox:
         return int(self.mean.shape[0])
 
     def sample(self, key, n: int) -> jax.Array:
-        """``(n, d)`` draws ``mean + chol z``."""
+        """``(n, d)`` draws ``mean + chol z``, ``z = jax.random.normal(key, (n, d))``."""
         n = check_int("n", n, minimum=1)
-        z = jax.random.normal(key, (n, self.dim), dtype=jnp.asarray(self.mean).dtype)
-        return jnp.asarray(self.mean) + z @ jnp.asarray(self.chol).T
+        mean = jnp.asarray(self.mean)
+        return _sample_gaussian(key, mean, jnp.asarray(self.chol, mean.dtype), n)
 
     def logpdf(self, x) -> jax.Array:
         """``log N(x; mean, cov)`` for ``x`` of shape ``(d,)`` or ``(n, d)``."""
         x = jnp.asarray(x)
         if x.shape[-1:] != (self.dim,):
             raise ValueError(f"x must have last dimension {self.dim}, got shape {x.shape}")
-        chol = jnp.asarray(self.chol, x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None)
-        z = jax.scipy.linalg.solve_triangular(chol, (x - jnp.asarray(self.mean)).reshape(-1, self.dim).T,
-                                              lower=True)
-        out = (-0.5 * jnp.sum(z * z, axis=0) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * self.dim * _LOG_2PI)
+        dt = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else None
+        out = _gaussian_logpdf(x.reshape(-1, self.dim), jnp.asarray(self.mean, dt), jnp.asarray(self.chol, dt))
         return out.reshape(x.shape[:-1])
 
     def kl_to_gaussian(self, mean, cov) -> float:
@@ -426,24 +434,49 @@ class GaussianApprox:
     def to_inference_data(self, num_samples: int = 4000, seed: int = 0, num_chains: int = 1):
         """Draws of ``q`` as ArviZ data in the model's constrained space (``target.constrain``, so a NumPyro
         target gives its named sites), with ``sample_stats.lp`` the target log-density at the draws and
-        ``log_weight = log pi - log q`` (unnormalised importance weights, e.g. for PSIS diagnostics)."""
+        ``log_weight = log pi - log q`` (unnormalised importance weights, e.g. for PSIS diagnostics). The
+        draws are ``mean + chol z`` with ``z`` from ``numpy.random.default_rng(seed)`` (chains are consecutive
+        blocks of ``num_samples``)."""
         from driftax.infer import diagnostics
 
         num_samples = check_int("num_samples", num_samples, minimum=1)
         num_chains = check_int("num_chains", num_chains, minimum=1)
         seed = check_int("seed", seed, minimum=0)
         target = self.target
-        x = self.sample(jax.random.key(seed), num_samples * num_chains)
-        constrain = target.constrain if target is not None else (lambda v: {"x": v})
-        post = jax.jit(jax.vmap(constrain))(x)
+        # draws and log q on the host (float64, NumPy): no device programs beyond the target's own
+        n = num_samples * num_chains
+        z = np.random.default_rng(seed).standard_normal((n, self.dim))
+        x = self.mean + z @ self.chol.T
+        logq = -0.5 * np.sum(z * z, axis=1) - np.sum(np.log(np.diag(self.chol))) - 0.5 * self.dim * _LOG_2PI
+        if target is None:
+            post, lp = {"x": x}, None
+        else:
+            post, lp = _constrain_program(target.constrain, target.logdensity_fn)(jnp.asarray(x))
         post = {k: np.asarray(v).reshape((num_chains, num_samples) + tuple(np.shape(v)[1:])) for k, v in post.items()}
         stats = {}
         if target is not None:
-            lp = np.asarray(jax.jit(jax.vmap(target.logdensity_fn))(x))
+            lp = np.asarray(lp, np.float64)
             stats["lp"] = lp.reshape(num_chains, num_samples)
-            stats["log_weight"] = (lp - np.asarray(self.logpdf(x))).reshape(num_chains, num_samples)
+            stats["log_weight"] = (lp - logq).reshape(num_chains, num_samples)
         dims = dict(target.dims) if target is not None and target.dims else None
         return diagnostics.to_inference_data(post, stats, attrs={"method": f"gaussian_vi:{self.method}"}, dims=dims)
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _sample_gaussian(key, mean, chol, n):
+    return mean + jax.random.normal(key, (n, mean.shape[0]), mean.dtype) @ chol.T
+
+
+@jax.jit
+def _gaussian_logpdf(x, mean, chol):
+    z = jax.scipy.linalg.solve_triangular(chol, (x - mean).T, lower=True)
+    return -0.5 * jnp.sum(z * z, axis=0) - jnp.sum(jnp.log(jnp.diag(chol))) - 0.5 * mean.shape[0] * _LOG_2PI
+
+
+@functools.lru_cache(maxsize=16)
+def _constrain_program(constrain, logdensity_fn):
+    """One compiled program for the constrained draws and the target log-density at them."""
+    return jax.jit(jax.vmap(lambda x: (constrain(x), logdensity_fn(x))))
 
 
 def _kl_gaussian(m1, s1, m2, s2) -> float:
@@ -555,24 +588,23 @@ def _initial(target: Target, init, dtype):
     return (*_check_gaussian(init[0], init[1], d, "init mean", "init cov"), 0)
 
 
-def _check_start(target, mean, hessian_needed, dtype):
-    v, g, hmat = (np.asarray(a) for a in _start_program(target.logdensity_fn, hessian_needed)(jnp.asarray(mean, dtype)))
+def _start_values(logdensity_fn, mean, hessian_needed):
+    """``(log pi, #non-finite gradient entries, #non-finite Hessian entries)`` at the initial mean, for the
+    boundary check of :func:`gaussian_vi`. Evaluated inside the first compiled chunk (a ``lax.cond`` on the
+    chunk index, so later chunks skip it) rather than as a program of its own: one compilation fewer per fit."""
+    v, g = jax.value_and_grad(logdensity_fn)(mean)
+    bad_h = (jnp.sum(~jnp.isfinite(jax.hessian(logdensity_fn)(mean))) if hessian_needed
+             else jnp.zeros((), jnp.int32))
+    return v.astype(mean.dtype), jnp.sum(~jnp.isfinite(g)).astype(jnp.int32), bad_h.astype(jnp.int32)
+
+
+def _check_start(v, bad_g, bad_h):
     if not np.isfinite(float(v)):
         raise ValueError(f"the target log-density is not finite at the initial mean ({float(v)})")
-    if not np.all(np.isfinite(g)):
+    if bad_g:
         raise ValueError("the target gradient is not finite at the initial mean")
-    if hessian_needed and not np.all(np.isfinite(hmat)):
-        raise ValueError(f"the target Hessian is not finite at the initial mean "
-                         f"({int(np.sum(~np.isfinite(hmat)))} non-finite entries)")
-
-
-@functools.lru_cache(maxsize=64)
-def _start_program(logdensity_fn, hessian_needed):
-    # compiled: evaluated op by op, the Hessian of a NumPyro model took 12 s (eight schools) against ~1 s here
-    def check(x):
-        v, g = jax.value_and_grad(logdensity_fn)(x)
-        return v, g, (jax.hessian(logdensity_fn)(x) if hessian_needed else jnp.zeros(()))
-    return jax.jit(check)
+    if bad_h:
+        raise ValueError(f"the target Hessian is not finite at the initial mean ({int(bad_h)} non-finite entries)")
 
 
 # --------------------------------------------------------------------------- the driver
@@ -589,7 +621,8 @@ def _seeds(seed):
 def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
                 num_samples: int | None = None, hessian: str = "autodiff", average: str | None = None,
                 init=None, seed: int | Sequence[int] = 0, tol: float | None = 1e-3, progress: bool = False,
-                chunk_size: int | None = None, antithetic: bool = False):
+                chunk_size: int | None = None, antithetic: bool = False, step_rule: str = "constant",
+                tail_fraction: float = 0.5):
     """Fit ``N(m, S)`` to ``target`` by a Bures-Wasserstein method; returns a :class:`GaussianApprox`
     (a list of them when ``seed`` is a sequence: one compiled program ``vmap``-ed over the seeds).
 
@@ -604,13 +637,22 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
         ``step_size`` is its ``lambda``). See the module docstring for the updates and references.
     num_steps, step_size
         Iterations and the step size ``h`` (> 0; FB-GVI is stable for any ``h``, its theory asks
-        ``h <= 1/beta`` for a ``beta``-smooth ``V``).
+        ``h <= 1/beta`` for a ``beta``-smooth ``V``). With ``step_rule="curvature"`` it is the cap.
+    step_rule
+        ``"constant"`` (the paper's fixed ``h``) or ``"curvature"`` (``fb``/``stochastic_fb`` only): step ``k``
+        takes ``h_k = min(step_size, 1 / lambda_max(A_k))``, ``A_k`` its own estimate of ``E_q[hess V]`` (no
+        extra gradients; one ``d x d`` eigenvalue problem): the theory's ``h = 1/beta`` with ``beta`` the
+        curvature where ``q`` is, not a global bound (module docstring, "Step size"). ``history["step_size"]``
+        records ``h_k``.
     num_samples
         Draws per step of the stochastic methods (default 1; 10 for batch-and-match). Not used by ``"fb"``.
     hessian
         ``"autodiff"`` or ``"stein"`` (gradient-only) for ``fb``, ``stochastic_fb`` and ``bw_sgd``.
-    average
-        ``None`` or ``"tail"``: return the average of ``(m, S)`` over the second half of the iterates.
+    average, tail_fraction
+        ``None`` or ``"tail"``: return the average of ``(m, S)`` over the last ``tail_fraction`` of the
+        iterates (``ceil(tail_fraction num_steps)`` of them; default 0.5, the second half). A shorter tail
+        leaves out more of a transient that is still decaying at mid-run, at the price of averaging fewer
+        (noisier) iterates.
     init
         ``None`` (``N(0, I)``), ``"laplace"`` (mode by L-BFGS from 0 and the inverse Hessian there; its
         gradient evaluations, the Hessian's counted as ``d``, are added to ``grad_evals`` and reported as
@@ -645,6 +687,9 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
         raise ValueError(f"hessian must be 'autodiff' or 'stein', got {hessian!r}")
     if average not in (None, "tail"):
         raise ValueError(f"average must be None or 'tail', got {average!r}")
+    tail_fraction = check_real("tail_fraction", tail_fraction, positive=True)
+    if tail_fraction > 1:
+        raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
     if num_samples is None:
         num_samples = _DEFAULT_SAMPLES[method]
     elif method in _DETERMINISTIC:
@@ -654,6 +699,10 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
         num_samples = check_int("num_samples", num_samples, minimum=1)
     if tol is not None:
         tol = check_real("tol", tol, nonnegative=True)
+    if step_rule not in ("constant", "curvature"):
+        raise ValueError(f"step_rule must be 'constant' or 'curvature', got {step_rule!r}")
+    if step_rule == "curvature" and method not in ("fb", "stochastic_fb"):
+        raise ValueError(f"step_rule='curvature' applies to method 'fb' or 'stochastic_fb', got {method!r}")
     if not isinstance(antithetic, bool):
         raise TypeError(f"antithetic must be a bool, got {type(antithetic).__name__}")
     if antithetic and (method in _DETERMINISTIC or num_samples % 2):
@@ -668,12 +717,12 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
     d = target.dim
 
     mean0, cov0, init_evals = _initial(target, init, dtype)
-    _check_start(target, mean0, hessian == "autodiff" and method != "batch_match", dtype)
     w0, v0 = np.linalg.eigh(cov0)
     factor0 = v0 * np.sqrt(w0)      # principal axes: the cubature points depend on (m, S) only
-    average_start = num_steps // 2 if average == "tail" else None
+    average_start = num_steps - math.ceil(tail_fraction * num_steps) if average == "tail" else None
     chunk_fn = _chunk_program(target.logdensity_fn, d, method, num_samples, hessian, average_start is not None,
-                              antithetic, jnp.dtype(dtype).name)
+                              antithetic, step_rule, hessian == "autodiff" and method != "batch_match",
+                              jnp.dtype(dtype).name)
     n = len(seeds)
     np_dtype = np.dtype(jnp.dtype(dtype).name)
     # initial state and keys built on the host: no eager device ops before the one compiled program
@@ -693,7 +742,12 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
     while done < num_steps:
         # the chunk's step count is a traced loop bound (capacity chunk_size): one compiled program, no wasted steps
         length = min(chunk_size, num_steps - done)
-        state, info = chunk_fn(keys, state, h_arr, np.asarray(length, np.int32), avg_start, chunk_size)
+        state, info, start = chunk_fn(keys, state, h_arr, np.asarray(length, np.int32), avg_start, np.asarray(done == 0),
+                                      chunk_size)
+        if done == 0:
+            # the boundary check of the start (log-density, gradient, Hessian finite at the initial mean), raised
+            # here after the first chunk: its steps from a non-finite start only froze the state
+            _check_start(*(np.asarray(a)[0] for a in start))
         infos.append(jax.tree.map(lambda x: np.asarray(x)[:, :length], info))
         done += length
         if bar is not None:
@@ -727,6 +781,7 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
             root = v * np.sqrt(np.clip(w, 0.0, None))
             gnorm = float(final_check(jnp.asarray(mean, dtype), jnp.asarray(root, dtype)))
         hist = {"elbo": info.elbo[i].astype(np.float64), "grad_norm": info.grad_norm[i].astype(np.float64),
+                "step_size": info.step_size[i].astype(np.float64),
                 "grad_evals": init_evals + per_step * np.arange(1, num_steps + 1)}
         out.append(GaussianApprox(
             mean=mean, cov=cov, chol=chol, method=method,
@@ -743,27 +798,35 @@ def _seed_keys(seeds):
 
 
 @functools.lru_cache(maxsize=64)
-def _chunk_program(logdensity_fn, d, method, num_samples, hessian, averaging, antithetic, dtype_name):
-    """The compiled chunk ``(keys, states, h, length, average_start, capacity) -> (states, infos)``, vmapped
-    over seeds: ``length <= capacity`` steps (a traced loop bound), their diagnostics in buffers of the static
-    ``capacity``. The step size, the step count and the start of the average are traced, so one compiled
+def _chunk_program(logdensity_fn, d, method, num_samples, hessian, averaging, antithetic, step_rule,
+                   hessian_needed, dtype_name):
+    """The compiled chunk ``(keys, states, h, length, average_start, first, capacity) -> (states, infos, start)``,
+    vmapped over seeds: ``length <= capacity`` steps (a traced loop bound), their diagnostics in buffers of the
+    static ``capacity``, and, when ``first``, the start values of :func:`_start_values` at the incoming mean. The step size, the step count and the start of the average are traced, so one compiled
     program (per capacity) serves every step size and run length of a target and method: a step-size grid or
     a budget sweep compiles once."""
     dtype = jnp.dtype(dtype_name)
 
-    def run_chunk(key_data, state, h, length, average_start, capacity):
+    def run_chunk(key_data, state, h, length, average_start, first, capacity):
         key = jax.random.wrap_key_data(key_data)
         step = build_step(logdensity_fn, d, method, h, num_samples=num_samples, hessian=hessian,
-                          average_start=average_start if averaging else None, antithetic=antithetic, dtype=dtype)
+                          average_start=average_start if averaging else None, antithetic=antithetic,
+                          step_rule=step_rule, dtype=dtype)
 
         def body(i, carry):
             s, buf = carry
             s, info = step(jax.random.fold_in(key, s.step), s)
             return s, jax.tree.map(lambda b, x: b.at[i].set(x), buf, info)
-        buf = VIInfo(jnp.zeros(capacity, dtype), jnp.zeros(capacity, dtype), jnp.zeros(capacity, bool))
-        return lax.fori_loop(0, length, body, (state, buf))
+        buf = VIInfo(jnp.zeros(capacity, dtype), jnp.zeros(capacity, dtype), jnp.zeros(capacity, bool),
+                     jnp.zeros(capacity, dtype))
+        # `first` is not batched, so under vmap this stays a conditional: later chunks skip the Hessian
+        start = lax.cond(first, lambda m: _start_values(logdensity_fn, m, hessian_needed),
+                         lambda m: (jnp.zeros((), dtype), jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32)),
+                         state.mean)
+        state, buf = lax.fori_loop(0, length, body, (state, buf))
+        return state, buf, start
 
-    return jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, None, None, None, None)), static_argnums=5)
+    return jax.jit(jax.vmap(run_chunk, in_axes=(0, 0, None, None, None, None, None)), static_argnums=6)
 
 
 @functools.lru_cache(maxsize=64)
