@@ -38,7 +38,10 @@ def add_parser(subparsers) -> None:
                    help="h (lambda for batch_match); FB-GVI's guarantee asks h <= 1/beta")
     p.add_argument("--num-samples", type=int, default=None, help="draws per step of the stochastic methods")
     p.add_argument("--hessian", choices=("autodiff", "stein"), default="autodiff")
+    p.add_argument("--step-rule", choices=("constant", "curvature"), default="constant",
+                   help="curvature: h_k = min(step size, 1 / largest eigenvalue of the step's Hessian estimate)")
     p.add_argument("--average", choices=("none", "tail"), default="none")
+    p.add_argument("--tail-fraction", type=float, default=0.5, help="fraction of the iterates --average tail averages")
     p.add_argument("--init", choices=("standard", "laplace"), default="standard")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--draws", type=int, default=4000, help="draws of q written to --out and used for comparison")
@@ -97,7 +100,8 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     q = gaussian_vi(target, args.method, num_steps=args.steps, step_size=args.step_size,
                     num_samples=args.num_samples, hessian=args.hessian,
-                    average=None if args.average == "none" else "tail",
+                    average=None if args.average == "none" else "tail", step_rule=args.step_rule,
+                    tail_fraction=args.tail_fraction,
                     init="laplace" if args.init == "laplace" else None, seed=args.seed, progress=args.progress)
     secs = time.perf_counter() - t0
     print(f"{name}: {args.method}, {args.steps} steps, step size {args.step_size:g}, d = {target.dim}")

@@ -48,24 +48,27 @@ grows with ``d`` (``C^{-T} u u^T C^T A`` on a Gaussian target), so the stochasti
 Step size: for ``h <= 1/beta`` FB-GVI converges to the minimiser; for ``1/beta < h < 2/beta`` the iterates stay
 bounded and positive definite but settle at a biased point (on a Gaussian target, the directions of
 curvature ``a > 1/h`` end with a variance other than ``1/a``; measured and tested), and for ``h > 2/beta`` the
-explicit mean step diverges as gradient descent would.
+explicit mean step diverges as gradient descent would. ``step_rule="curvature"`` takes
+``h_k = min(h, 1 / lambda_max(A_k))``, ``A_k`` the step's own estimate of ``E_q[hess V]``: on a Gaussian target
+(autodiff Hessian, or the cubature rule) it is the theory's ``h = 1/beta`` without knowing ``beta``; where the
+curvature falls away from the start (logistic regression: 1890 at 0, 85 near the posterior) the step grows
+with the iterates instead of staying at the global bound. It is a rule beyond Diao et al.'s theorem (a
+constant ``h <= 1/beta``): no rate is claimed for it. With the stochastic Stein estimate (eigenvalues of either
+sign, noise ``~ sqrt(d / N) beta``) it diverged on both benchmark problems (measured): use the autodiff Hessian.
 
-Why FB-GVI from ``N(0, I)`` trails Adam-based VI on a logistic regression (``benchmarks/bench_gvi.py``,
-breast-cancer data, d = 31, median of 5 seeds, W2 to a long NUTS run at 10,000 gradient evaluations): its mean
-step is plain, unpreconditioned gradient descent on ``E_q[V]``, so ``W2`` contracts like ``(1 - alpha h)^k``
-with ``h <= 1/beta``: ``~ kappa = beta / alpha`` steps per e-fold, each costing ``d + 1`` gradients with the
-autodiff Hessian. There ``beta`` (the curvature at 0, where the iterates start: 1890) is 22x the curvature near the
-posterior (85) and ``alpha`` = 1 (the prior), so at ``h = 1/1890`` one e-fold costs ~60,000 gradients: after
-10,000 (312 steps) W2 is 1.53. Steps past the theory (``h`` = 10/beta to 30/beta, up to 1 / the local curvature)
-are tolerated from ``N(0, I)`` there (no divergence in any seed measured; the mean overshoots first, so at 2,000
-gradients they are no better: 1.58) and reach 0.29 at 10,000 (antithetic pair, last iterate), against 0.226 for
-BlackJAX's full-rank VI at its best Adam learning rate (Adam rescales each coordinate; batch-and-match's mean
-step is preconditioned by the covariance: 0.46; NumPyro: 0.38). The gradient-only Stein form needs steps well
-below ``1/beta_local`` (its noise ~ ``sqrt(d / N) beta``): 0.75. Neither the number of draws (one draw and an
-antithetic pair are even at 2,000; the pair is ahead at 10,000, 0.29 against 0.34) nor the closed-form proximal
-step (exact) is what limits it; the conditioning is. ``init="laplace"`` removes the transient: started at the Laplace point with
-``h`` = 1 / (largest eigenvalue of the inverse Laplace covariance), its L-BFGS search counted, the tail average
-reaches 0.198 (0.077 from the KL-optimal Gaussian, itself 0.183 from the NUTS reference; BlackJAX: 0.143 from it).
+Why FB-GVI from ``N(0, I)`` trailed Adam-based VI on a logistic regression (``benchmarks/bench_gvi.py``,
+breast-cancer data, d = 31, W2 to a long NUTS run, medians of 5 seeds; the KL-optimal Gaussian q* is itself
+0.184 from NUTS): the step size rule, not the Hessian's noise nor the closed-form proximal step (exact). Its
+mean step is unpreconditioned gradient descent on ``E_q[V]``, so a constant ``h <= 1/beta`` with ``beta`` = 1890
+(the curvature at 0, a global bound, 22x the curvature near the posterior) needs ~``kappa`` steps of ``d + 1``
+gradients per e-fold: W2 1.53 after 10,000 gradients. A constant step tuned past the theory (30/beta) first
+throws the mean out (W2 20-45 over the first 40 steps, measured), reaching 0.24-0.36 at 10,000 by seed and 1.58
+at 2,000. The curvature rule starts at 1/beta and grows to ~1/80 by itself: W2 0.77 (one draw) and 1.01
+(antithetic pair) at 2,000, 0.240 (0.228-0.251) at 10,000 (pair, last iterate). There the last iterate is at
+its noise floor (0.229 at 40,000), while the tail average over the second half still holds the transient
+(0.261): ``tail_fraction=0.25`` (the last quarter) gives 0.222, BlackJAX's full-rank VI at its best Adam rate
+0.222. What remains is the cost of the Hessian: ``d`` gradients per draw, 156 steps against Adam's 10,000.
+``init="laplace"`` removes the transient (its L-BFGS search counted): 0.198 at 10,000.
 
 For the stochastic form with the autodiff Hessian, an antithetic pair of draws (``num_samples=2,
 antithetic=True``) makes the gradient average exact for a quadratic ``V``: on a Gaussian target the
@@ -88,8 +91,8 @@ batch and ``lambda`` the step size::
 
 (the symmetric form of the paper's ``2 V (I + (I + 4 U V)^{1/2})^{-1}``; ``S+`` is positive definite).
 
-Cost per step: the dense ``d x d`` linear algebra (an SVD or two symmetric eigendecompositions, ``O(d^3)``)
-plus the gradients: ``2d`` (``fb``, Stein), ``2d (d + 1)`` (``fb``, autodiff), ``num_samples (d + 1)`` or
+Cost per step: the dense ``d x d`` linear algebra (one symmetric eigendecomposition for FB-GVI and BW-SGD, one
+more eigenvalue problem under ``step_rule="curvature"``, three for batch-and-match: ``O(d^3)``) plus the gradients: ``2d`` (``fb``, Stein), ``2d (d + 1)`` (``fb``, autodiff), ``num_samples (d + 1)`` or
 ``num_samples`` (stochastic forms), ``B`` (batch-and-match). Dimensions up to a few hundred run on a CPU;
 ``gaussian_vi(seed=[...])`` fits several seeds in one compiled, ``vmap``-ed program.
 """
@@ -690,6 +693,8 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
     tail_fraction = check_real("tail_fraction", tail_fraction, positive=True)
     if tail_fraction > 1:
         raise ValueError(f"tail_fraction must be in (0, 1], got {tail_fraction}")
+    if tail_fraction != 0.5 and average is None:
+        raise ValueError("tail_fraction is used only with average='tail'")
     if num_samples is None:
         num_samples = _DEFAULT_SAMPLES[method]
     elif method in _DETERMINISTIC:
