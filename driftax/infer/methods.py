@@ -14,6 +14,8 @@ import functools
 import math
 from typing import Callable
 
+import jax.numpy as jnp
+
 from driftax.samplers import averaging, hmc, langevin, mclmc
 from driftax.samplers.rng import key_noise_size
 
@@ -22,6 +24,11 @@ __all__ = ["Method", "register", "get", "available", "sgld", "with_average"]
 
 def _logdensity(target):
     return target.logdensity_fn
+
+
+def _cholesky_pair(inverse_mass_matrix):
+    """``(M^{-1}, chol(M^{-1}))``: what the Hamiltonian and Langevin kernels take for a dense metric."""
+    return inverse_mass_matrix, jnp.linalg.cholesky(inverse_mass_matrix)
 
 
 def _one_gradient(info, density):
@@ -83,6 +90,10 @@ class Method:
         The loop jits it once over all chains, sharded over devices.
     mass_matrices
         The ``mass_matrix`` settings the method accepts (besides ``None``).
+    dense_metric
+        ``inverse_mass_matrix -> what step takes`` for a dense metric, computed once per block of
+        steps: ``(M^{-1}, its Cholesky factor)`` by default; MCLMC's isokinetic integrator takes
+        BlackJAX's ``LowRankInverseMassMatrix`` (`samplers.mclmc.low_rank_metric`).
     takes_step_size
         Whether ``step_size=`` means anything to it (MCLMC's tuner starts from its own, sqrt(d)/4).
     param_names
@@ -106,6 +117,7 @@ class Method:
     warmup_step: Callable | None = None
     adapt: Callable | None = None
     mass_matrices: tuple[str, ...] = ("diag", "dense")
+    dense_metric: Callable = _cholesky_pair
     takes_step_size: bool = True
     param_names: tuple[str, ...] = ()
 
@@ -237,7 +249,8 @@ register(Method(
     stats=("energy_error",),
     grad_evals=lambda info, density: mclmc.GRADS_PER_STEP,
     adapt=mclmc.warmup,
-    mass_matrices=("diag",),
+    mass_matrices=("diag", "dense"),
+    dense_metric=mclmc.low_rank_metric,
     takes_step_size=False,
     param_names=("L",),
 ))

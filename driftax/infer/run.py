@@ -513,7 +513,7 @@ def _programs(target: Target, method: methods.Method, mesh: Mesh, mass_matrix, a
 
     def metric(imm):
         # a dense metric is factorised once per block of steps, not at every step
-        return (imm, jnp.linalg.cholesky(imm)) if mass_matrix == "dense" else imm
+        return method.dense_metric(imm) if mass_matrix == "dense" else imm
 
     def shard(f, in_specs, out_specs):
         return jax.jit(jax.shard_map(f, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False))

@@ -82,6 +82,40 @@ def test_mclmc_step_is_blackjax_mclmc_draw_for_draw():
     assert not np.any(div)
 
 
+def test_mclmc_dense_metric_factor_squares_to_the_metric():
+    """`low_rank_metric` gives BlackJAX's integrator F = D U sqrt(Lambda) U' (forward_L) and F'
+    (adjoint_L); F F' must be the dense metric, here one with sds 1e-3 to 1e2 and correlations
+    up to -0.99995 (float64 eigendecomposition of the correlation: rounding, about 1e-15, only)."""
+    sd = np.array([1e-3, 1.0, 1e2, 5.0])
+    corr = np.eye(4)
+    corr[0, 1] = corr[1, 0] = -0.99995
+    corr[2:, 2:] = [[1.0, 0.3], [0.3, 1.0]]
+    imm = corr * np.outer(sd, sd)
+    with jax.enable_x64(True):
+        m = mclmc.low_rank_metric(jnp.asarray(imm))
+        F = np.asarray(m.sigma)[:, None] * (np.asarray(m.U) * np.sqrt(np.asarray(m.lam))) @ np.asarray(m.U).T
+    # entry by entry in units of sd_i sd_j, so the 1e-6 entries are checked as tightly as the 1e4 ones
+    np.testing.assert_allclose((F @ F.T) / np.outer(sd, sd), corr, rtol=0, atol=1e-10)
+
+
+def test_mclmc_pooled_covariance_is_that_of_all_draws():
+    """The chains' means and within-chain covariances pool to the covariance of all their draws
+    (numpy on the concatenation, ddof 0), before Stan's shrinkage, which is then exactly
+    n/(n+5) C + 5/(n+5) 1e-3 diag(C)."""
+    rng = np.random.default_rng(1)
+    draws = rng.normal(size=(3, 50, 4)) @ rng.normal(size=(4, 4)) + rng.normal(size=(3, 1, 4))
+    means = draws.mean(1)
+    scatters = np.stack([np.cov(c.T, ddof=0) for c in draws])
+    with jax.enable_x64(True):
+        pooled = np.asarray(mclmc._pooled_covariance(jnp.asarray(means), jnp.asarray(scatters), 50))
+        # a chain that went non-finite is left out
+        bad = np.asarray(mclmc._pooled_covariance(jnp.asarray(np.vstack([means, np.full((1, 4), np.nan)])),
+                                                  jnp.asarray(np.vstack([scatters, np.zeros((1, 4, 4))])), 50))
+    C = np.cov(draws.reshape(-1, 4).T, ddof=0)
+    np.testing.assert_allclose(pooled, 150 / 155 * C + 5 / 155 * 1e-3 * np.diag(np.diag(C)), rtol=1e-12)
+    np.testing.assert_allclose(bad, pooled, rtol=1e-12)
+
+
 def _moments_within_mc_error(idata, sd_allowance=0.0):
     """Each coordinate's mean within 4.5 sds of 0 (sd s/sqrt(ESS)); each sd within 4.5 sds of s
     (sd of a sample sd: s/sqrt(2 ESS)) plus ``sd_allowance * s``. 6 coordinates x 2 checks at
