@@ -112,7 +112,8 @@ def sample(
     mass_matrix
         ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: ``"diag"`` for
         kernels that take a metric, ``None`` for those that do not (``"spherical"``).
-        ``"hmc_chees"`` and ``"mclmc"`` estimate a diagonal one only.
+        ``"hmc_chees"`` estimates a diagonal one only; ``"mclmc"`` a diagonal or a dense one
+        (`driftax.samplers.mclmc.warmup`).
     target_acceptance
         Acceptance rate aimed at in warm-up; default: the method's (0.574 for MALA; none for ULA,
         whose step size is then the one given, but ULA reports the acceptance MALA would have had,
