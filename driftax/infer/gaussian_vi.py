@@ -149,8 +149,10 @@ def _gram_eigh(b):
     return v, jnp.sum((b.T @ v) ** 2, axis=0)
 
 
+@functools.partial(jax.jit, static_argnames=("logdensity_fn", "hessian"))
 def hessian_estimates(logdensity_fn: Callable, mean, factor, u, hessian: str = "autodiff") -> jax.Array:
     """Per-point estimates of ``E_q[hess V]`` (``V = -log pi``) at ``x_k = mean + factor u_k``, shape ``(n, d, d)``.
+    Compiled (once per log-density, Hessian kind and shapes).
 
     ``"autodiff"``: ``hess V(x_k)``. ``"stein"``: ``C^{-T} u_k grad V(x_k)^T`` (``C = factor``), unbiased for
     ``u_k ~ N(0, I)`` by Gaussian integration by parts, ``E[u grad V(m + C u)^T] = C^T E[hess V]``; not
