@@ -57,9 +57,12 @@ LOSSES = {"log_variance": "log_variance", "lv": "log_variance", "kl": "kl", "rev
 # networks (configuration field ``integrator``; `TimeMLP` with one output). Version-1 files written after
 # that change (their configuration has ``integrator``) have the same layout and still load; older ones do
 # not (different score network, DIS Euler only, another DDS step) and get a ValueError naming the versions.
-_FORMAT = "driftax-bridge-2"
+# Version 3 = since DIS's noising SDE is scaled to its prior (dY = -½βY dt + c√β dB, c = prior_scale):
+# files of versions 1-2 load unchanged except DIS controls with prior_scale ≠ 1, trained for another SDE.
+_FORMAT = "driftax-bridge-3"
 _FORMAT_PREFIX = "driftax-bridge-"
-_COMPATIBLE = {"driftax-bridge-1": "integrator"}  # older format -> the config field that marks the new layout
+# older format -> the config field that marks today's layout (None: every file of that format has it)
+_COMPATIBLE = {"driftax-bridge-1": "integrator", "driftax-bridge-2": None}
 _AXIS = "batch"
 
 
@@ -191,11 +194,20 @@ def _read(path):
     if not isinstance(fmt, str) or not fmt.startswith(_FORMAT_PREFIX):
         raise ValueError(f"{path} is not a driftax bridge file (format {_FORMAT})")
     config = header.get("config")
-    if fmt != _FORMAT and not (fmt in _COMPATIBLE and isinstance(config, dict) and _COMPATIBLE[fmt] in config):
+    if fmt == _FORMAT:
+        return header, blob
+    if not (fmt in _COMPATIBLE and isinstance(config, dict)
+            and (_COMPATIBLE[fmt] is None or _COMPATIBLE[fmt] in config)):
         raise ValueError(
             f"{path} was saved in bridge file format {fmt!r} by an older driftax whose control layout differs "
             f"(before the DIS variance-matched step and the scalar score networks); this version reads "
             f"{_FORMAT!r}. Retrain with driftax.infer.train_bridge (or `driftax bridge`) and save again.")
+    if config.get("method") == "dis" and config.get("prior_scale", 1.0) != 1.0:
+        raise ValueError(
+            f"{path} holds a DIS control with prior_scale {config['prior_scale']} saved in format {fmt!r}, before "
+            f"DIS's noising SDE was scaled to its prior (this version, {_FORMAT!r}, noises by dY = -½βY dt + "
+            f"c√β dB with c = prior_scale, whose stationary law is the prior N(0, c² I)); the control was trained "
+            f"for another SDE. Retrain with driftax.infer.train_bridge (or `driftax bridge`) and save again.")
     return header, blob
 
 

@@ -34,7 +34,11 @@ Time stepping. Every step is ``X_{k+1} = a_k X_k + b_k w_k + s_k ε_k`` with ``�
   kernel over the step, ``s² = 1 - e^{-I_k}`` with ``I_k = ∫β`` over the step, ``a = e^{I_k/2}`` (exact
   flow of ``μ``), ``σ_k = √(I_k/Δs)`` and ``b = 2 sinh(I_k/2)/σ_k`` (so the interpolation control at
   initialisation, ``u = -σ_k x``, gives exactly the reversed noising kernel ``N(e^{-I/2} x, 1 - e^{-I})``
-  of ``N(0, I)``). Why: no control can change a step's variance, and the log-ratio of two Gaussian
+  of ``N(0, I)``). With a prior ``N(0, c² I)`` (``prior_scale = c``) the noising SDE is
+  ``dY = -½β Y dt + c√β dB`` (the official VP's ``scale_diff_coeff``), whose stationary law is that prior:
+  ``σ``, ``b``, ``s`` and the noising kernel's sd scale by ``c``, ``a`` and ``h`` do not (the control at
+  initialisation, ``u = -σ_k x / c²``, again gives the reversed noising kernel): it is the ``c = 1``
+  sampler in the coordinates ``x / c``. Why: no control can change a step's variance, and the log-ratio of two Gaussian
   kernels whose variances differ by the factor ``r`` has variance ``½(1 - r)²`` per coordinate. Euler's
   variance ``β(left)Δs`` misses the noising kernel's ``1 - e^{-I}`` by ``r`` = 0.67-0.95 on the 50-step
   grid (β runs 10 → 0.1 on ``[0, 1]``), which puts a floor of ``0.23 d`` under ``Var(rnd)`` even at the
@@ -130,7 +134,8 @@ class BridgeConfig:
 
     Fields: ``method`` ("pis", "dis", "dds"), ``dim``, ``horizon`` T, ``num_time_steps`` K,
     ``sigma`` (PIS diffusion), ``beta_min``/``beta_max`` (DIS linear β of the VP noising SDE),
-    ``prior_scale`` (DIS, DDS: prior ``N(0, prior_scale² I)``; PIS starts at δ_0), ``cosine_offset``
+    ``prior_scale`` (DIS, DDS: prior ``N(0, prior_scale² I)``, also the stationary law of their
+    noising processes; PIS starts at δ_0), ``cosine_offset``
     (DDS: offset ``o`` of the cosine time grid), ``alpha_max`` (DDS: largest per-step noise fraction),
     ``integrator`` (DIS: "exponential" or "euler"; PIS "euler", DDS "exponential"),
     ``parameterisation`` ("plain", "grad", "interp"), ``grad_clip`` (elementwise clip of the score term:
@@ -182,7 +187,7 @@ def make_config(method: str, dim: int, **overrides) -> BridgeConfig:
     """`BridgeConfig` of ``method`` with the official defaults, updated by ``overrides``.
 
     PIS: δ_0 prior, Brownian reference ``σ = √0.2``, ``T = 5``, PIS-grad control. DIS: ``N(0, I)`` prior,
-    VP noising with ``β`` linear from 0.1 (data) to 10 (noise), ``T = 1``, interpolation control, the
+    VP noising (stationary law: the prior, also for ``prior_scale`` ≠ 1) with ``β`` linear from 0.1 (data) to 10 (noise), ``T = 1``, interpolation control, the
     variance-matched exponential step (module docstring; ``integrator="euler"`` for the paper's Euler
     step). DDS: ``N(0, I)`` prior, Ornstein-Uhlenbeck with the exponential integrator on the cosine time
     grid, ``T = 12.8`` with 256 steps (mean ``Δs = 0.05``), DDS-grad control. ``None`` values in
@@ -295,23 +300,30 @@ def coefficients(cfg: BridgeConfig) -> Coefficients:
         a, b, s = ones, sig * dt, sig * math.sqrt(dt)
         back_a, back_s = ones, np.zeros(K)
     elif cfg.method == "dis":
-        # Noising (inference) SDE dY = -½β(t) Y dt + √β(t) dB on t ∈ [0, T]; generative time s = T - t,
-        # uncontrolled generative drift μ(x, s) = +½ β(T - s) x, so ∇·μ = ½ d β(T - s).
-        # Exact noising transition from t = T - s_{k+1} to T - s_k: mean factor exp(-½I), variance 1 - e^{-I}.
+        # Noising (inference) SDE dY = -½β(t) Y dt + c √β(t) dB on t ∈ [0, T], c = prior_scale (the official
+        # VP's ``scale_diff_coeff``): its stationary law is the prior N(0, c² I), so the noised target ends
+        # near the prior for every c (with c = 1 and a prior N(0, c² I) it ends near N(0, I) instead, and
+        # Var(rnd) cannot vanish: the sampler diverged on the funnel at c = 3). Generative time s = T - t,
+        # uncontrolled generative drift μ(x, s) = +½ β(T - s) x, so ∇·μ = ½ d β(T - s). Exact noising
+        # transition from t = T - s_{k+1} to T - s_k: mean factor exp(-½I), variance c²(1 - e^{-I}).
+        # Everything is the c = 1 sampler in the coordinates x / c: σ, b, s and back_s scale by c, a and h not.
+        c = cfg.prior_scale
         t_hi, t_lo = T - time, T - time - dt
         int_beta = lambda t: cfg.beta_min * t + 0.5 * (cfg.beta_max - cfg.beta_min) * t * t / T  # noqa: E731
         inc = int_beta(t_hi) - int_beta(t_lo)
         back_a = np.exp(-0.5 * inc)
-        back_s = np.sqrt(-np.expm1(-inc))
+        back_s = c * np.sqrt(-np.expm1(-inc))
         if cfg.integrator == "euler":
             beta = cfg.beta_min + (T - time) / T * (cfg.beta_max - cfg.beta_min)  # β at the left end
-            sig = np.sqrt(beta)
+            sig = c * np.sqrt(beta)
             a, b, s = 1.0 + 0.5 * beta * dt, sig * dt, sig * math.sqrt(dt)
         else:
-            # variance-matched exponential step: s = back_s, a = e^{I/2}, b·σ_k = e^{I/2} - e^{-I/2}
-            sig = np.sqrt(inc / dt)
+            # variance-matched exponential step: s = back_s, a = e^{I/2}, b·σ_k / c² = e^{I/2} - e^{-I/2}
+            # (the interpolation control at initialisation, u = σ_k·(-x / c²), then gives the reversed
+            # noising kernel N(e^{-I/2} x, c²(1 - e^{-I})) exactly)
+            sig = c * np.sqrt(inc / dt)
             a, s = np.exp(0.5 * inc), back_s
-            b = 2.0 * np.sinh(0.5 * inc) / sig
+            b = c * c * 2.0 * np.sinh(0.5 * inc) / sig
     else:
         # Official DDS step (sde_sampler ExponentialIntegratorSDELoss, alpha = 1, sigma = σ₀) on the cosine
         # grid: noise fraction α_k = Δs_k, X_{k+1} = √(1-α) X_k + σ₀²α u + σ₀√α ε; the uncontrolled

@@ -18,9 +18,16 @@ from driftax.samplers import diffusion as D
 LOG2PI = math.log(2 * math.pi)
 
 
+def _gauss_lp(m, v, const, x):
+    return -0.5 * jnp.sum((x - m) ** 2 / v) + const
+
+
 def gauss_logdensity(mean, var, const=0.0):
-    m, v = jnp.asarray(mean, jnp.float32), jnp.asarray(var, jnp.float32)
-    return lambda x: -0.5 * jnp.sum((x - m) ** 2 / v) + const
+    """log N(x; mean, diag var) + const up to -½ log|2π var|, as a pytree (`jax.tree_util.Partial`): its
+    arrays are arguments of the compiled programs, not constants, so Gaussian targets of one dimension
+    share the programs of one configuration (each new closure compiled its own)."""
+    m, v = np.broadcast_arrays(np.asarray(mean, np.float32), np.asarray(var, np.float32))
+    return jax.tree_util.Partial(_gauss_lp, jnp.asarray(m), jnp.asarray(v), jnp.float32(const))
 
 
 def on_policy_noise(seed, cfg, n):
@@ -78,26 +85,33 @@ def test_batch_of_one_rejected_by_log_variance_loss():
 # ------------------------------------------------------------------------------------------------
 # the uncontrolled processes against closed forms
 # ------------------------------------------------------------------------------------------------
+_ZERO_N, _ZERO_K = 4000, 10  # one shape for the zero-control tests of PIS and DDS: one program per method
+
+
+def _zero_control_paths(method, lp, noise_seed):
+    cfg = D.make_config(method, 2, num_time_steps=_ZERO_K, parameterisation="plain", width=8, num_layers=1)
+    model = D.init_control(cfg, jax.random.key(0))
+    return cfg, D.simulate(model, cfg, lp, on_policy_noise(noise_seed, cfg, _ZERO_N))
+
+
 @pytest.mark.parametrize("method", ["pis", "dds"])
 def test_zero_control_on_reference_law_gives_constant_weights_and_exact_log_z(method):
     """Target ρ = e^c N(0, v_ref): the reference chains (Brownian for PIS, the exponential-integrator OU
     chain for DDS) have exactly this law at T, so -rnd = log ρ - log p_ref = c + ... is constant and
     log Ẑ = log Z = c + d/2 log(2π v_ref) for any number of steps. Tolerance: float32 rounding of
-    |x|²/v over d = 3 coordinates of size ≲ 5 (≈ 1e-5 relative to terms of size ~10)."""
-    cfg = D.make_config(method, 3, num_time_steps=7, parameterisation="plain", width=8, num_layers=1)
+    |x|²/v over d = 2 coordinates of size ≲ 5 (≈ 1e-5 relative to terms of size ~10)."""
     v = (0.2 * 5.0) if method == "pis" else 1.0
     c = 1.7
-    model = D.init_control(cfg, jax.random.key(0))
-    paths = D.simulate(model, cfg, gauss_logdensity(np.zeros(3), v, c), on_policy_noise(1, cfg, 512))
+    _, paths = _zero_control_paths(method, gauss_logdensity(np.zeros(2), v, c), 1)
     est = D.estimates(paths)
-    log_z = c + 1.5 * math.log(2 * math.pi * v)
+    log_z = c + math.log(2 * math.pi * v)
     assert float(np.std(np.asarray(paths.rnd, np.float64))) < 1e-4
     assert abs(float(est.log_Z) - log_z) < 1e-4 and abs(float(est.elbo) - log_z) < 1e-4
     assert abs(float(est.ess) - 1.0) < 1e-5
 
 
 _ELBO_M, _ELBO_V = np.array([1.0, -0.5]), np.array([0.5, 2.0])
-_ELBO_LP = gauss_logdensity(_ELBO_M, _ELBO_V)  # module-level: DIS with either integrator shares one program
+_ELBO_LP = gauss_logdensity(_ELBO_M, _ELBO_V)
 
 
 def _kl_gauss(m0, v0, m1, v1):
@@ -109,13 +123,11 @@ def _kl_gauss(m0, v0, m1, v1):
 def test_zero_control_elbo_is_minus_kl_of_the_reference(method):
     """Zero control: E[-rnd] = E_{p_ref}[log ρ - log p_ref] = log Z - KL(p_ref | p) (closed form for a
     diagonal Gaussian p). Tolerance: 5 standard errors of the batch mean of -rnd (sd/√N measured)."""
-    d, n = 2, 4000
-    cfg = D.make_config(method, d, num_time_steps=10, parameterisation="plain", width=8, num_layers=1)
-    vref = D.reference_variance(cfg)
-    m, v = np.array([1.0, -0.5]), np.array([0.5, 2.0])
+    d, n = 2, _ZERO_N
+    m, v = _ELBO_M, _ELBO_V
     logz = 0.5 * np.sum(np.log(2 * np.pi * v))  # ρ = unnormalised N(m, diag v)
-    model = D.init_control(cfg, jax.random.key(0))
-    paths = D.simulate(model, cfg, gauss_logdensity(m, v), on_policy_noise(2, cfg, n))
+    cfg, paths = _zero_control_paths(method, _ELBO_LP, 2)
+    vref = D.reference_variance(cfg)
     elbo = float(D.estimates(paths).elbo)
     truth = logz - _kl_gauss(np.zeros(d), np.full(d, vref), m, v)
     se = float(np.std(np.asarray(paths.rnd, np.float64))) / math.sqrt(n)
@@ -256,20 +268,23 @@ def test_dis_optimal_control_for_gaussian_target():
     assert excess[1] < excess[0] / 2.5 and excess[2] < excess[1] / 2
 
 
-def test_dis_interpolation_control_is_exact_for_standard_normal():
-    """DIS's "interp" control at initialisation (NN = 0, c(s) = 1) is u = -σ x, the time reversal of VP
-    noising for p = N(0, I). With the variance-matched exponential step it reproduces the reversed noising
-    kernel N(e^{-I/2} x, 1 - e^{-I}) exactly, so rnd is the same constant on every path for every K:
-    sd(rnd) < 1e-3 (float32 rounding of K·d terms of size ≲ 10 is ~1e-5), log Ẑ = log Z = 0 within
-    1e-4 and ESS = 1. Euler's step variance β(left)Δs differs from the kernel's 1 - e^{-I}, which no
-    control can repair: there Var(rnd) only falls as O(Δs) (≥ 2.5x from 25 to 100 steps; measured
-    3.1-3.6x over noise keys 1..6) and is > 0.3 at 100 steps (the variance-ratio floor ½(1 - r)² summed
-    over steps and coordinates alone is 0.43 for d = 3)."""
-    d = 3
-    lp = gauss_logdensity(np.zeros(d), 1.0, -0.5 * d * LOG2PI)
+def test_dis_interpolation_control_is_exact_for_the_prior_law():
+    """DIS's "interp" control at initialisation (NN = 0, c(s) = 1) is u = -σ x / c², the time reversal of
+    the VP noising SDE dY = -½β Y dt + c√β dB for p = N(0, c² I), its stationary law (prior sd c = 2 here:
+    the noising process must end at the prior, which a prior sd other than 1 once broke). With the
+    variance-matched exponential step it reproduces the reversed noising kernel N(e^{-I/2} x, c²(1 - e^{-I}))
+    exactly (reversibility of the stationary Ornstein-Uhlenbeck chain), so rnd is the same constant on
+    every path for every K: sd(rnd) < 1e-3 (float32 rounding of K·d terms of size ≲ 10 is ~1e-5),
+    log Ẑ = log Z = 0 within 1e-4 and ESS = 1. Euler's step variance c²β(left)Δs differs from the kernel's
+    c²(1 - e^{-I}), which no control can repair: there Var(rnd) only falls as O(Δs) (≥ 2.5x from 25 to 100
+    steps; measured 3.1-3.6x over noise keys 1..6 at c = 1, and the law of rnd does not depend on c: the
+    sampler is the c = 1 one in the coordinates x / c) and is > 0.3 at 100 steps (the variance-ratio floor
+    ½(1 - r)² summed over steps and coordinates alone is 0.43 for d = 3)."""
+    d, c = 3, 2.0
+    lp = gauss_logdensity(np.zeros(d), c * c, -0.5 * d * (LOG2PI + math.log(c * c)))
     euler = []
     for K, integrator in ((25, "exponential"), (25, "euler"), (100, "euler")):  # exact at any K: one suffices
-        cfg = D.dis(d, num_time_steps=K, width=8, num_layers=1, integrator=integrator)
+        cfg = D.dis(d, num_time_steps=K, width=8, num_layers=1, integrator=integrator, prior_scale=c)
         model = D.init_control(cfg, jax.random.key(0))
         p = D.simulate(model, cfg, lp, on_policy_noise(1, cfg, 1000))
         if integrator == "exponential":
