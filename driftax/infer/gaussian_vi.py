@@ -62,13 +62,14 @@ breast-cancer data, d = 31, W2 to a long NUTS run, medians of 5 seeds; the KL-op
 mean step is unpreconditioned gradient descent on ``E_q[V]``, so a constant ``h <= 1/beta`` with ``beta`` = 1890
 (the curvature at 0, a global bound, 22x the curvature near the posterior) needs ~``kappa`` steps of ``d + 1``
 gradients per e-fold: W2 1.53 after 10,000 gradients. A constant step tuned past the theory (30/beta) first
-throws the mean out (W2 20-45 over the first 40 steps, measured), reaching 0.24-0.36 at 10,000 by seed and 1.58
-at 2,000. The curvature rule starts at 1/beta and grows to ~1/80 by itself: W2 0.77 (one draw) and 1.01
+throws the mean out (W2 20-45 over the first 40 steps, measured), reaching 0.237 at 10,000 (median of 3 seeds;
+0.36 for seed 0 alone) and 1.58 at 2,000. The curvature rule starts at 1/beta and grows to ~1/80 by itself: W2 0.77 (one draw) and 1.01
 (antithetic pair) at 2,000, 0.240 (0.228-0.251) at 10,000 (pair, last iterate). There the last iterate is at
-its noise floor (0.229 at 40,000), while the tail average over the second half still holds the transient
-(0.261): ``tail_fraction=0.25`` (the last quarter) gives 0.222, BlackJAX's full-rank VI at its best Adam rate
-0.222. What remains is the cost of the Hessian: ``d`` gradients per draw, 156 steps against Adam's 10,000.
-``init="laplace"`` removes the transient (its L-BFGS search counted): 0.198 at 10,000.
+its noise floor (0.229-0.230 at 40,000, 2 seeds), while the tail average over the second half still holds the transient
+(0.261): ``tail_fraction=0.25`` (the last quarter) gives 0.222 (5 seeds; 0.227, range 0.222-0.232, over the
+benchmark's 3), against 0.222 (0.211-0.229) for BlackJAX's full-rank VI at its best Adam rate: level within the
+seed spread, not ahead. What remains is the cost of the Hessian: ``d`` gradients per draw, 156 steps against
+Adam's 10,000. ``init="laplace"`` removes the transient (its L-BFGS search counted): 0.191 at 10,000.
 
 For the stochastic form with the autodiff Hessian, an antithetic pair of draws (``num_samples=2,
 antithetic=True``) makes the gradient average exact for a quadratic ``V``: on a Gaussian target the
