@@ -215,7 +215,7 @@ def from_numpyro(
     if potential_fn is None:  # param/mutable sites: NumPyro fixes them at their traced values
         info = initialize_model(jax.random.key(0), model, model_args=args, model_kwargs=kwargs,
                                 init_strategy=init_strategy, dynamic_args=False)
-        potential_fn = info.potential_fn
+        potential_fn, z_shapes = info.potential_fn, info.param_info.z
     # the flat vector's layout: ravel_pytree of the unconstrained latent values (only their
     # shapes and dtypes matter, so zeros of the traced shapes give the same unravel)
     flat0, unravel = ravel_pytree(jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), z_shapes))

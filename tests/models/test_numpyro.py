@@ -36,24 +36,27 @@ def test_shapes_and_names(target):
 
 
 def test_logdensity_equals_numpyro_plus_jacobian(target):
-    xs = jax.random.normal(jax.random.key(3), (4, target.dim)) * 1.5
-    for x in xs:
+    def per_point(x):  # NumPyro's own functions at one flat point; jitted and vmapped below
         z = target.constrain(x)
         latent = {k: z[k] for k in ("mu", "tau", "p", "theta")}
-        # the flat vector is NumPyro's unconstrained values, raveled: the round trip holds
         u = unconstrain_fn(model, (Y,), {}, latent)
-        np.testing.assert_allclose(ravel_pytree(u)[0], x, rtol=1e-4, atol=1e-4)
         joint, _ = log_density(model, (Y,), {}, latent)
-        # log-Jacobian written by hand: exp for tau (log tau), sigmoid for p (log p + log(1-p))
-        tau, p = float(z["tau"]), float(z["p"])
-        jac_hand = np.log(tau) + np.log(p) + np.log1p(-p)
-        # and through NumPyro's transforms, site by site
-        jac_numpyro = float(
-            biject_to(dist.HalfCauchy(5.0).support).log_abs_det_jacobian(u["tau"], z["tau"])
-        ) + float(biject_to(dist.Beta(2.0, 3.0).support).log_abs_det_jacobian(u["p"], z["p"]))
-        np.testing.assert_allclose(jac_numpyro, jac_hand, rtol=1e-4, atol=1e-4)
-        np.testing.assert_allclose(target.logdensity_fn(x), float(joint) + jac_hand, rtol=1e-5, atol=1e-3)
-        np.testing.assert_allclose(z["s"], z["mu"] + z["tau"], rtol=1e-6)
+        jac_numpyro = (biject_to(dist.HalfCauchy(5.0).support).log_abs_det_jacobian(u["tau"], z["tau"])
+                       + biject_to(dist.Beta(2.0, 3.0).support).log_abs_det_jacobian(u["p"], z["p"]))
+        return z, ravel_pytree(u)[0], joint, jac_numpyro, target.logdensity_fn(x)
+
+    xs = jax.random.normal(jax.random.key(3), (4, target.dim)) * 1.5
+    # one program for the four points: evaluated eagerly, each NumPyro call compiled op by op
+    z, u_flat, joint, jac_numpyro, lp = jax.tree.map(np.asarray, jax.jit(jax.vmap(per_point))(xs))
+    # the flat vector is NumPyro's unconstrained values, raveled: the round trip holds
+    np.testing.assert_allclose(u_flat, xs, rtol=1e-4, atol=1e-4)
+    # log-Jacobian written by hand: exp for tau (log tau), sigmoid for p (log p + log(1-p))
+    tau, p = z["tau"].astype(np.float64), z["p"].astype(np.float64)
+    jac_hand = np.log(tau) + np.log(p) + np.log1p(-p)
+    # and through NumPyro's transforms, site by site
+    np.testing.assert_allclose(jac_numpyro, jac_hand, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(lp, joint + jac_hand, rtol=1e-5, atol=1e-3)
+    np.testing.assert_allclose(z["s"], z["mu"] + z["tau"], rtol=1e-6)
 
 
 def _hand_logdensity(x):
@@ -180,12 +183,17 @@ def test_a_subsampled_data_plate_gives_the_full_posterior_and_its_minibatch_form
     normal = lambda v, m, sd: -0.5 * ((v - m) / sd) ** 2 - np.log(sd) - 0.5 * np.log(2 * np.pi)
     loglik = normal(yn, Xn @ b, s)
     hand = normal(b, 0, 1).sum() + (np.log(2) + normal(s, 0, 1)) + log_s + loglik.sum()  # HalfNormal + log-Jacobian
-    np.testing.assert_allclose(target.logdensity_fn(x), hand, rtol=1e-5)
-    np.testing.assert_allclose(lik.logdensity(x), hand, rtol=1e-5)
-    np.testing.assert_allclose(lik.loglik_fn(x, 3), loglik[3], rtol=1e-4)
-    perm = np.random.default_rng(1).permutation(20)
-    epoch = np.mean([jax.grad(lik.minibatch)(x, jnp.asarray(perm[i * 5:(i + 1) * 5])) for i in range(4)], 0)
-    np.testing.assert_allclose(epoch, jax.grad(target.logdensity_fn)(x), rtol=1e-5, atol=1e-5)
+    perm = jnp.asarray(np.random.default_rng(1).permutation(20).reshape(4, 5))
+
+    def checks(x, batches):  # one program (eagerly, every model pass compiles op by op)
+        return (target.logdensity_fn(x), lik.logdensity(x), lik.loglik_fn(x, 3),
+                jax.vmap(lambda b: jax.grad(lik.minibatch)(x, b))(batches), jax.grad(target.logdensity_fn)(x))
+
+    lp, lp_lik, ll3, batch_grads, grad = jax.jit(checks)(x, perm)
+    np.testing.assert_allclose(lp, hand, rtol=1e-5)
+    np.testing.assert_allclose(lp_lik, hand, rtol=1e-5)
+    np.testing.assert_allclose(ll3, loglik[3], rtol=1e-4)
+    np.testing.assert_allclose(np.mean(batch_grads, 0), grad, rtol=1e-5, atol=1e-5)
     idata = dx.infer.sample(target, "sgld", num_chains=2, num_warmup=20, num_samples=20, step_size=1e-3,
                             seed=0, progress=False)  # SGLD runs on it through the loop
     assert np.all(np.isfinite(idata.posterior["b"].values))
@@ -198,3 +206,17 @@ def test_local_latents_in_the_data_plate_are_not_data():
             numpyro.sample("obs", dist.Normal(z, 1), obs=y[idx])
     target = dx.models.from_numpyro(model, jnp.zeros(6))
     assert target.dim == 6 and target.data_likelihood is None
+
+
+def test_param_sites_are_fixed_at_their_values():
+    """A model with a ``numpyro.param`` site is built eagerly, as NumPyro's initialize_model does
+    (the param is fixed at its value in the trace): log p(x) = log N(x | 1.5, 1), x the only latent."""
+    def model():
+        c = numpyro.param("c", 1.5)
+        numpyro.sample("x", dist.Normal(c, 1.0))
+
+    target = from_numpyro(model)
+    assert target.dim == 1 and target.shapes == {"x": ()}
+    xs = jnp.array([[0.3], [-2.0]])
+    hand = -0.5 * (np.array([0.3, -2.0]) - 1.5) ** 2 - 0.5 * np.log(2 * np.pi)
+    np.testing.assert_allclose(jax.jit(jax.vmap(target.logdensity_fn))(xs), hand, rtol=1e-6)
