@@ -430,9 +430,11 @@ def main(argv=None):
                                seed=[100 + s for s in seeds], tol=None, chunk_size=1024)
             m_opt, s_opt = np.mean([q.mean for q in runs], 0), np.mean([q.cov for q in runs], 0)
             # one run's distance to the average of R is ~ sd sqrt((R - 1) / R), the average's error sd / sqrt(R)
-            se = float(np.median([bures.w2(q.mean, q.cov, m_opt, s_opt) for q in runs])) / np.sqrt(max(len(runs) - 1, 1))
+            dist = np.median([bures.w2(q.mean, q.cov, m_opt, s_opt) for q in runs])
+            se = float(dist) / np.sqrt(max(len(runs) - 1, 1))
             np.savez(path, mean=m_opt, cov=s_opt, se=se)
-        print(f"logreg: q* by stochastic FB-GVI ({len(seeds)} x {qstar_steps} steps from the Laplace point, standard error "
+        print(f"logreg: q* by stochastic FB-GVI ({len(seeds)} x {qstar_steps} steps from the Laplace point, "
+              f"standard error "
               f"~{se:.3f} in W2), W2(q*, NUTS) = {float(bures.w2(m_opt, s_opt, m_ref, s_ref)):.3f} "
               f"({time.perf_counter() - t0:.1f} s)", flush=True)
         lap("logreg q*")

@@ -57,19 +57,19 @@ constant ``h <= 1/beta``): no rate is claimed for it. With the stochastic Stein 
 sign, noise ``~ sqrt(d / N) beta``) it diverged on both benchmark problems (measured): use the autodiff Hessian.
 
 Why FB-GVI from ``N(0, I)`` trailed Adam-based VI on a logistic regression (``benchmarks/bench_gvi.py``,
-breast-cancer data, d = 31, W2 to a long NUTS run, medians of 5 seeds; the KL-optimal Gaussian q* is itself
-0.184 from NUTS): the step size rule, not the Hessian's noise nor the closed-form proximal step (exact). Its
-mean step is unpreconditioned gradient descent on ``E_q[V]``, so a constant ``h <= 1/beta`` with ``beta`` = 1890
-(the curvature at 0, a global bound, 22x the curvature near the posterior) needs ~``kappa`` steps of ``d + 1``
-gradients per e-fold: W2 1.53 after 10,000 gradients. A constant step tuned past the theory (30/beta) first
-throws the mean out (W2 20-45 over the first 40 steps, measured), reaching 0.237 at 10,000 (median of 3 seeds;
-0.36 for seed 0 alone) and 1.58 at 2,000. The curvature rule starts at 1/beta and grows to ~1/80 by itself: W2 0.77 (one draw) and 1.01
-(antithetic pair) at 2,000, 0.240 (0.228-0.251) at 10,000 (pair, last iterate). There the last iterate is at
-its noise floor (0.229-0.230 at 40,000, 2 seeds), while the tail average over the second half still holds the transient
+breast-cancer data, d = 31, W2 to a long NUTS run, medians of 5 seeds; the KL-optimal Gaussian q* is itself 0.18
+from NUTS): the step size rule, not the Hessian's noise nor the closed-form proximal step (exact). Its mean step is
+unpreconditioned gradient descent on ``E_q[V]``, so a constant ``h <= 1/beta`` with ``beta`` = 1890 (the curvature
+at 0, a global bound, 22x the curvature near the posterior) needs ~``kappa`` steps of ``d + 1`` gradients per
+e-fold: W2 1.53 after 10,000 gradients. A constant step tuned past the theory (30/beta) first throws the mean out
+(W2 20-45 over the first 40 steps, measured), reaching 0.237 at 10,000 (median of 3 seeds; 0.36 for seed 0 alone)
+and 1.58 at 2,000. The curvature rule starts at 1/beta and grows to ~1/80 by itself: W2 0.77 (one draw) and 1.01
+(antithetic pair) at 2,000, 0.240 (0.228-0.251) at 10,000 (pair, last iterate). There the last iterate is at its
+noise floor (0.229-0.230 at 40,000, 2 seeds), while the tail average over the second half still holds the transient
 (0.261): ``tail_fraction=0.25`` (the last quarter) gives 0.222 (5 seeds; 0.227, range 0.222-0.232, over the
-benchmark's 3), against 0.222 (0.211-0.229) for BlackJAX's full-rank VI at its best Adam rate: level within the
-seed spread, not ahead. What remains is the cost of the Hessian: ``d`` gradients per draw, 156 steps against
-Adam's 10,000. ``init="laplace"`` removes the transient (its L-BFGS search counted): 0.191 at 10,000.
+benchmark's 3), against 0.222 (0.211-0.229) for BlackJAX's full-rank VI at its best Adam rate: level within the seed
+spread, not ahead. What remains is the cost of the Hessian: ``d`` gradients per draw, 156 steps against Adam's
+10,000. ``init="laplace"`` removes the transient (its L-BFGS search counted): 0.191 at 10,000.
 
 For the stochastic form with the autodiff Hessian, an antithetic pair of draws (``num_samples=2,
 antithetic=True``) makes the gradient average exact for a quadratic ``V``: on a Gaussian target the
@@ -92,10 +92,11 @@ batch and ``lambda`` the step size::
 
 (the symmetric form of the paper's ``2 V (I + (I + 4 U V)^{1/2})^{-1}``; ``S+`` is positive definite).
 
-Cost per step: the dense ``d x d`` linear algebra (one symmetric eigendecomposition for FB-GVI and BW-SGD, one
-more eigenvalue problem under ``step_rule="curvature"``, three for batch-and-match: ``O(d^3)``) plus the gradients: ``2d`` (``fb``, Stein), ``2d (d + 1)`` (``fb``, autodiff), ``num_samples (d + 1)`` or
-``num_samples`` (stochastic forms), ``B`` (batch-and-match). Dimensions up to a few hundred run on a CPU;
-``gaussian_vi(seed=[...])`` fits several seeds in one compiled, ``vmap``-ed program.
+Cost per step: the dense ``d x d`` linear algebra (one symmetric eigendecomposition for FB-GVI and BW-SGD, one more
+eigenvalue problem under ``step_rule="curvature"``, three for batch-and-match: ``O(d^3)``) plus the gradients:
+``2d`` (``fb``, Stein), ``2d (d + 1)`` (``fb``, autodiff), ``num_samples (d + 1)`` or ``num_samples`` (stochastic
+forms), ``B`` (batch-and-match). Dimensions up to a few hundred run on a CPU; ``gaussian_vi(seed=[...])`` fits
+several seeds in one compiled, ``vmap``-ed program.
 """
 from __future__ import annotations
 
@@ -375,18 +376,17 @@ def _grad_evals_per_step(method, d, num_samples, hessian):
 class GaussianApprox:
     """A Gaussian approximation ``N(mean, cov)`` of a target, in the target's unconstrained space.
 
-    ``chol`` is the lower Cholesky factor of ``cov``. ``history`` holds per-step arrays ``elbo``
-    (``E_q[log pi] + H(q)``, i.e. ``log Z - KL(q | pi)``), ``grad_norm`` (Bures-Wasserstein gradient norm of
-    the KL, estimated at the step's points), ``step_size`` (the step size each step took) and ``grad_evals``
-    (cumulative gradient evaluations, an autodiff Hessian counting as ``d``). ``converged``: every step finite and the gradient norm at the returned
-    approximation, by the cubature rule with the method's Hessian (Stein for batch-and-match; ``2d`` or
-    ``2d (d + 1)`` extra gradients, not counted in ``grad_evals``), at most ``tol``: stationarity of the
-    KL, exact on Gaussian targets (batch-and-match minimises a score-based divergence instead, so on other
-    targets it may stop short of this criterion); ``None`` when the fit ran with ``tol=None``. ``diverged``: some
-    step produced a non-finite iterate (the iterate before it is returned). ``init_grad_evals``: the gradient
-    evaluations of ``init="laplace"`` (0 otherwise), included in ``grad_evals`` and ``history["grad_evals"]``.
-    With ``average="tail"`` ``mean``/``cov`` are the tail average and ``last_mean``/``last_cov`` the last
-    iterate.
+    ``chol`` is the lower Cholesky factor of ``cov``. ``history`` holds per-step arrays ``elbo`` (``E_q[log pi] +
+    H(q)``, i.e. ``log Z - KL(q | pi)``), ``grad_norm`` (Bures-Wasserstein gradient norm of the KL, estimated at the
+    step's points), ``step_size`` (the step size each step took) and ``grad_evals`` (cumulative gradient
+    evaluations, an autodiff Hessian counting as ``d``). ``converged``: every step finite and the gradient norm at
+    the returned approximation, by the cubature rule with the method's Hessian (Stein for batch-and-match; ``2d`` or
+    ``2d (d + 1)`` extra gradients, not counted in ``grad_evals``), at most ``tol``: stationarity of the KL, exact
+    on Gaussian targets (batch-and-match minimises a score-based divergence instead, so on other targets it may stop
+    short of this criterion); ``None`` when the fit ran with ``tol=None``. ``diverged``: some step produced a
+    non-finite iterate (the iterate before it is returned). ``init_grad_evals``: the gradient evaluations of
+    ``init="laplace"`` (0 otherwise), included in ``grad_evals`` and ``history["grad_evals"]``. With
+    ``average="tail"`` ``mean``/``cov`` are the tail average and ``last_mean``/``last_cov`` the last iterate.
     """
 
     mean: np.ndarray
@@ -750,8 +750,8 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
     while done < num_steps:
         # the chunk's step count is a traced loop bound (capacity chunk_size): one compiled program, no wasted steps
         length = min(chunk_size, num_steps - done)
-        state, info, start = chunk_fn(keys, state, h_arr, np.asarray(length, np.int32), avg_start, np.asarray(done == 0),
-                                      chunk_size)
+        state, info, start = chunk_fn(keys, state, h_arr, np.asarray(length, np.int32), avg_start,
+                                      np.asarray(done == 0), chunk_size)
         if done == 0:
             # the boundary check of the start (log-density, gradient, Hessian finite at the initial mean), raised
             # here after the first chunk: its steps from a non-finite start only froze the state
@@ -810,9 +810,10 @@ def _chunk_program(logdensity_fn, d, method, num_samples, hessian, averaging, an
                    hessian_needed, dtype_name):
     """The compiled chunk ``(keys, states, h, length, average_start, first, capacity) -> (states, infos, start)``,
     vmapped over seeds: ``length <= capacity`` steps (a traced loop bound), their diagnostics in buffers of the
-    static ``capacity``, and, when ``first``, the start values of :func:`_start_values` at the incoming mean. The step size, the step count and the start of the average are traced, so one compiled
-    program (per capacity) serves every step size and run length of a target and method: a step-size grid or
-    a budget sweep compiles once."""
+    static ``capacity``, and, when ``first``, the start values of :func:`_start_values` at the incoming mean. The
+    step size, the step count and the start of the average are traced, so one compiled program (per capacity)
+    serves every step size and run length of a target and method: a step-size grid or a budget sweep compiles
+    once."""
     dtype = jnp.dtype(dtype_name)
 
     def run_chunk(key_data, state, h, length, average_start, first, capacity):
