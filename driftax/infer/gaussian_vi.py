@@ -639,8 +639,8 @@ def gaussian_vi(target, method: str = "fb", *, num_steps: int, step_size: float,
     method
         ``"fb"`` (deterministic FB-GVI, cubature expectations), ``"stochastic_fb"`` (FB-GVI with
         ``num_samples`` draws per step), ``"bw_gd"``/``"bw_sgd"`` (Lambert et al.'s Bures-Wasserstein
-        gradient descent, cubature / ``num_samples`` draws per step), ``"batch_match"`` (batch-and-match with batch size ``num_samples``, default 10;
-        ``step_size`` is its ``lambda``). See the module docstring for the updates and references.
+        gradient descent, cubature / ``num_samples`` draws per step), ``"batch_match"`` (batch-and-match with
+        batch size ``num_samples``, default 10; ``step_size`` is its ``lambda``). See the module docstring for the updates and references.
     num_steps, step_size
         Iterations and the step size ``h`` (> 0; FB-GVI is stable for any ``h``, its theory asks
         ``h <= 1/beta`` for a ``beta``-smooth ``V``). With ``step_rule="curvature"`` it is the cap.
