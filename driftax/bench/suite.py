@@ -185,7 +185,8 @@ def check_reference(target, reference: dict) -> None:
 
     Raised before any sampling, naming the mismatched sites and the model's sites."""
     if not isinstance(reference, dict) or not reference:
-        raise TypeError(f"reference must be a non-empty dict of (chain, draw, ...) arrays, got {type(reference).__name__}")
+        raise TypeError("reference must be a non-empty dict of (chain, draw, ...) arrays, got "
+                        f"{type(reference).__name__}")
     shapes = target.shapes
     missing = sorted(k for k in reference if k not in shapes)
     if missing:
@@ -356,7 +357,8 @@ def run_suite(targets, methods=DEFAULT_METHODS, *, chains: int = 4, warmup: int 
     ``targets``, ``methods``: lists (or comma-separated strings) of names; an unknown name raises
     ``ValueError`` listing the known ones before anything runs. ``methods`` may also hold ``(label,
     fn)`` pairs (`run_method`), ``targets`` ``(label, target, reference)`` triples (a user's model
-    and reference draws: `check_reference` checks the reference's sites against the model's). ``gp_pois_regr`` is skipped, with the reason, unless
+    and reference draws: `check_reference` checks the reference's sites against the model's).
+    ``gp_pois_regr`` is skipped, with the reason, unless
     ``jax_enable_x64`` is on (its kernel Cholesky fails in float32: `driftax.models.posteriordb`).
     ``on_row(row)`` is called after each row (a benchmark writes its partial results there).
     ``on_error="record"``: a method that raises ``ValueError``/``RuntimeError`` on a target (a start
@@ -415,9 +417,11 @@ def markdown_table(rows: list[dict]) -> str:
     for r in rows:
         lines.append(
             f"| {r['target']} | {r['method']} | {_fmt(r['mean_err'], '.3f')} | {_fmt(r['sd_err'], '.3f')} | "
-            f"{_fmt(r['ess_bulk_min'], '.0f')} | {_fmt(r['ess_per_grad'], '.2e')} | {_fmt(r['ess_per_second'], '.1f')} | "
+            f"{_fmt(r['ess_bulk_min'], '.0f')} | {_fmt(r['ess_per_grad'], '.2e')} | "
+            f"{_fmt(r['ess_per_second'], '.1f')} | "
             f"{_fmt(r['rhat_max'], '.3f')} | {_fmt(r['divergences'], 'd')} | {_fmt(r['ot_distance'], '.3f')} | "
-            f"{_fmt(r['grad_evals'], '.3g')} | {_fmt(r['seconds'], '.1f')} (+{_fmt(r.get('compile_seconds'), '.0f')}) | "
+            f"{_fmt(r['grad_evals'], '.3g')} | {_fmt(r['seconds'], '.1f')} "
+            f"(+{_fmt(r.get('compile_seconds'), '.0f')}) | "
             f"{'yes' if r.get('passed') else 'no'} |")
     return "\n".join(lines)
 

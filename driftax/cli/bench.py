@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-QUICK_SUITE = ("eight_schools", "arK", "garch11", "banana")
+QUICK_SUITE = ("arK", "banana")
 
 
 def add_parser(subparsers) -> None:
