@@ -7,8 +7,9 @@ iterates (the Polyak-Ruppert average, pooled over chains), and its error is the 
 evaluations count warm-up and sampling, per chain; a minibatch gradient counts B/N of a full one.
 
   * ``ula_avg``      driftax ULA, step size tuned by ``target_acceptance=0.9`` in a MALA warm-up
-                     (the would-be acceptance), diagonal metric, average="polyak".
+                     (the would-be acceptance), dense metric from the same warm-up, average="polyak".
   * ``mala``         driftax MALA (defaults: acceptance 0.574, diagonal metric), chain average.
+  * ``mala_dense``   driftax MALA with the dense metric ULA uses: what the metric alone buys.
   * ``sgld_avg``     driftax SGLD, minibatches of N/10 without replacement per epoch, a tenth of the
                      step size ULA's warm-up found (its W full gradients counted), then its own
                      warm-up (W minibatch gradients: the diagonal metric), average="polyak".
@@ -20,7 +21,9 @@ evaluations count warm-up and sampling, per chain; a minibatch gradient counts B
 
 The headline, ``grad_ratio_vs_blackjax_mala``, is on logistic regression: the gradient evaluations
 BlackJAX MALA's chain average needs to reach a worst-coordinate error of ``--tol`` (default 0.1
-reference sd) and stay below it, divided by those of the better of ``ula_avg`` and ``sgld_avg``.
+reference sd) and stay below it, divided by those of the better of ``ula_avg`` and ``sgld_avg``;
+with ``--seeds S`` (starts and keys 0..S-1, the same for every method) each count is the median
+over seeds, and the ratio is that of the medians.
 References: posteriordb's reference draws; for logistic regression a long BlackJAX NUTS run
 (window adaptation, 4 chains), cached in the output folder.
 
@@ -45,6 +48,9 @@ from driftax.models import posteriordb
 
 CHAINS = 16
 ULA_ACCEPTANCE = 0.9  # would-be MALA acceptance ULA's step is tuned to (0.574-0.95 tried: 0.9 best)
+ULA_METRIC = "dense"  # logistic regression's coefficients are strongly correlated: a diagonal metric
+# left ULA at 12,976 gradients to 0.1 sd, a dense one 1,738 (seed 0); SGLD keeps its diagonal one
+# (a dense metric from its own minibatch warm-up ended at 0.25 sd)
 SGLD_FRACTION = 10  # batch = ceil(N / 10)
 SGLD_STEP = 0.1  # SGLD's step, as a fraction of ULA's (1.0 diverged to 1e18; 0.1-0.01 tried: 0.1 best)
 
@@ -183,8 +189,10 @@ def bench_target(name, target, mean, sd, names, warmup, steps, tol, seed, out: P
     results = {}
     flat, idata_mala, sec = run_driftax(target, "mala", x0, warmup, steps, names, seed)
     results["mala"] = (flat, 1.0, 1.0, sec)
+    flat, _, sec = run_driftax(target, "mala", x0, warmup, steps, names, seed, mass_matrix=ULA_METRIC)
+    results["mala_dense"] = (flat, 1.0, 1.0, sec)
     flat, idata_ula, sec = run_driftax(target, "ula", x0, warmup, steps, names, seed,
-                                       target_acceptance=ULA_ACCEPTANCE)
+                                       target_acceptance=ULA_ACCEPTANCE, mass_matrix=ULA_METRIC)
     results["ula_avg"] = (flat, 1.0, 1.0, sec)
     flat, h_bj, sec = run_blackjax_mala(target, x0, warmup, steps, names, seed)
     results["blackjax_mala"] = (flat, 1.0, 1.0, sec)
@@ -207,7 +215,7 @@ def bench_target(name, target, mean, sd, names, warmup, steps, tol, seed, out: P
         err = error_curve(flat, mean, sd)
         grads = warmup * w_cost + s_cost * np.arange(1, steps + 1)
         curves[method] = (grads, err)
-        rows.append({"target": name, "method": method, "final_err": float(err[-1]),
+        rows.append({"target": name, "method": method, "seed": seed, "final_err": float(err[-1]),
                      "grads_to_tol": grads_to_tol(err, grads, tol),
                      "grads_to_2tol": grads_to_tol(err, grads, 2 * tol), "seconds": round(sec, 2)})
     best_langevin = min(r["grads_to_tol"] for r in rows if r["method"] in ("ula_avg", "sgld_avg"))
@@ -215,12 +223,26 @@ def bench_target(name, target, mean, sd, names, warmup, steps, tol, seed, out: P
     ratio = bj / best_langevin if math.isfinite(best_langevin) else (math.nan if not math.isfinite(bj) else 0.0)
     for r in rows:
         r["grad_ratio_vs_blackjax_mala"] = ratio
-    _plot(name, curves, tol, out)
+    _plot(name, curves, tol, out, seed)
     return rows, ratio, {"blackjax_mala_step": h_bj, "ula_step": float(idata_ula.attrs["step_size"]),
                          "mala_step": float(idata_mala.attrs["step_size"]), "sgld_step": h_sgld}
 
 
-def _plot(name, curves, tol, out: Path):
+def _medians(rows):
+    """Per method, medians over seeds of the final error and the gradient counts; and the headline
+    ratio: BlackJAX MALA's median count to tol over the better median of ula_avg / sgld_avg."""
+    med = {}
+    for method in dict.fromkeys(r["method"] for r in rows):
+        mine = [r for r in rows if r["method"] == method]
+        med[method] = {k: float(np.median([r[k] for r in mine])) for k in ("final_err", "grads_to_tol", "grads_to_2tol")}
+        med[method]["seeds"] = len(mine)
+    best = min(med[m]["grads_to_tol"] for m in ("ula_avg", "sgld_avg") if m in med)
+    bj = med["blackjax_mala"]["grads_to_tol"]
+    ratio = bj / best if math.isfinite(best) else (math.nan if not math.isfinite(bj) else 0.0)
+    return med, ratio
+
+
+def _plot(name, curves, tol, out: Path, seed=0):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -233,7 +255,7 @@ def _plot(name, curves, tol, out: Path):
     ax.set_title(name)
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out / f"langevin_posterior_{name}.png", dpi=100)
+    fig.savefig(out / f"langevin_posterior_{name}_seed{seed}.png", dpi=100)
     plt.close(fig)
 
 
@@ -242,15 +264,22 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="shorter runs and reference")
     ap.add_argument("--json", type=Path, help="write {'rows': [...], 'grad_ratio_vs_blackjax_mala': x} here")
     ap.add_argument("--tol", type=float, default=0.1, help="mean error (reference sd) to reach")
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seed", type=int, default=0, help="first seed (starts and keys)")
+    ap.add_argument("--seeds", type=int, default=1, help="number of seeds; counts are medians over them")
+    ap.add_argument("--steps", type=int, help="sampling steps on logistic regression (half on posteriordb)")
+    ap.add_argument("--targets", nargs="+", help="run only these targets (logistic_regression, eight_schools, arK, garch11)")
     ap.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     warmup, steps, ref_draws = (1000, 20_000, 5000) if args.quick else (1000, 100_000, 20_000)
+    if args.steps:
+        steps = args.steps
     pdb_steps = steps // 2
 
     jobs = [("logistic_regression", None)] + [(p, p) for p in ("eight_schools", "arK", "garch11")]
-    rows, notes, headline = [], {}, math.nan
+    if args.targets:
+        jobs = [j for j in jobs if j[0] in args.targets]
+    per_seed, notes, medians = [], {}, {}
     for name, pdb in jobs:
         t0 = time.perf_counter()
         if pdb is None:
@@ -261,27 +290,39 @@ def main(argv=None):
             target, reference = posteriordb.load(pdb)
             names = constrained_names(target, reference)
             mean, sd = posteriordb_reference(reference, names)
-        r, ratio, steps_used = bench_target(name, target, mean, sd, names, warmup, steps if pdb is None else pdb_steps,
-                                            args.tol, args.seed, args.out)
-        rows += r
-        notes[name] = steps_used
-        if name == "logistic_regression":
-            headline = ratio
-        print(f"{name}: {time.perf_counter() - t0:.0f} s, step sizes {steps_used}", flush=True)
+        for seed in range(args.seed, args.seed + args.seeds):
+            r, _, steps_used = bench_target(name, target, mean, sd, names, warmup, steps if pdb is None else pdb_steps,
+                                            args.tol, seed, args.out)
+            per_seed += r
+            notes[f"{name}/{seed}"] = steps_used
+            print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s, step sizes {steps_used}", flush=True)
+            for r in per_seed[-len(r):]:
+                print(f"  {r['method']:15s} final err {r['final_err']:.3f}  grads to tol {r['grads_to_tol']:.0f}  "
+                      f"to 2 tol {r['grads_to_2tol']:.0f}", flush=True)
+        medians[name] = _medians([r for r in per_seed if r["target"] == name])
     print("gp_pois_regr: skipped (needs float64; the peers here run float32)")
 
-    print(f"\n{'target':22s} {'method':15s} {'final err':>10s} {'grads to tol':>13s} {'to 2 tol':>9s} "
-          f"{'ratio':>7s} {'s':>6s}")
-    for r in rows:
-        print(f"{r['target']:22s} {r['method']:15s} {r['final_err']:10.3f} {r['grads_to_tol']:13.0f} "
-              f"{r['grads_to_2tol']:9.0f} {r['grad_ratio_vs_blackjax_mala']:7.2f} {r['seconds']:6.1f}")
+    print(f"\n{'target':22s} {'method':15s} {'seed':>4s} {'final err':>10s} {'grads to tol':>13s} {'to 2 tol':>9s} {'s':>6s}")
+    for r in per_seed:
+        print(f"{r['target']:22s} {r['method']:15s} {r['seed']:4d} {r['final_err']:10.3f} {r['grads_to_tol']:13.0f} "
+              f"{r['grads_to_2tol']:9.0f} {r['seconds']:6.1f}")
+    print(f"\nmedians over {args.seeds} seed(s):")
+    rows = []
+    for name, (med, ratio) in medians.items():
+        for method, m in med.items():
+            rows.append({"target": name, "method": method, **m, "grad_ratio_vs_blackjax_mala": ratio})
+            print(f"{name:22s} {method:15s} final err {m['final_err']:.3f}  grads to tol {m['grads_to_tol']:8.0f}  "
+                  f"to 2 tol {m['grads_to_2tol']:8.0f}")
+        print(f"{name:22s} grad ratio vs BlackJAX MALA (best of ula_avg / sgld_avg, medians): {ratio:.2f}")
+    headline = medians["logistic_regression"][1] if "logistic_regression" in medians else math.nan
     print(f"\ngrad_ratio_vs_blackjax_mala (logistic regression, tol {args.tol}): {headline:.2f} "
           f"(target >= 2: {'met' if headline >= 2 else 'NOT met'})")
     print(f"machine: {platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows, "grad_ratio_vs_blackjax_mala": headline,
-                                         "tol": args.tol, "step_sizes": notes}, indent=1, default=float))
+        args.json.write_text(json.dumps({"rows": rows, "grad_ratio_vs_blackjax_mala": headline, "tol": args.tol,
+                                         "seeds": args.seeds, "per_seed": per_seed, "step_sizes": notes},
+                                        indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -73,6 +73,38 @@ since :math:`\lVert y\rVert^{-1} = 1 - h\lVert P_\theta\xi\rVert^2 + O(h^{3/2})`
 drift, to the order of the scheme. This is the dynamics of Wei, Damian & Lee (2026), "Improved
 high-dimensional estimation with Langevin dynamics and stochastic weight averaging", whose
 estimator is the time average of the iterates (`driftax.infer.recover_direction`).
+
+**With a preconditioner.** For a constant symmetric positive-definite metric :math:`M` (the
+``inverse_mass_matrix``: a vector for a diagonal one, or a matrix) the diffusion matrix becomes
+:math:`A(\theta) = P_\theta M P_\theta`, tangent at every point (:math:`A\theta = 0`). The
+diffusion :math:`L\varphi = e^{-f}\,\mathrm{div}_S\!\big(e^f A\,\nabla_S\varphi\big)`, with
+:math:`\nabla_S = P_\theta\nabla` and :math:`\mathrm{div}_S V = \mathrm{tr}(P_\theta DV)` the
+surface divergence, is symmetric in :math:`L^2(e^f\sigma)` (integrate by parts on the closed
+sphere), so :math:`e^f` times the surface measure :math:`\sigma` is invariant. Expanding it with
+the ambient formula :math:`P(x) = I - xx^\top`, :math:`\partial_j P_{ia} = -(\delta_{ij}x_a + x_i\delta_{aj})`,
+:math:`P\theta = 0` and :math:`\mathrm{tr}P = d-1` on the sphere:
+
+.. math:: L\varphi = A : \nabla^2\varphi + b\cdot\nabla\varphi, \qquad
+          b = A\nabla f + \mathrm{div}_S A, \qquad
+          (\mathrm{div}_S A)_i = \textstyle\sum_{jk} P_{jk}\,\partial_k A_{ij}
+          = -d\,(P_\theta M\theta)_i - \mathrm{tr}(P_\theta M)\,\theta_i,
+
+that is, the Itô diffusion
+
+.. math:: d\theta = \big[P M P\,\nabla f - d\,P M\theta - \mathrm{tr}(PM)\,\theta\big]dt
+          + \sqrt2\,P M^{1/2} dW.
+
+Its normal drift :math:`-\mathrm{tr}(PM)\theta = -\mathrm{tr}(A)\theta` is exactly what keeps
+:math:`\lVert\theta\rVert = 1` (Itô: :math:`d\lVert\theta\rVert^2 = 2\theta^\top b\,dt + 2\,\mathrm{tr}A\,dt`),
+and the normalisation realises it again: :math:`E\lVert P M^{1/2}\xi\rVert^2 = \mathrm{tr}(PMP)`. So
+the step is :math:`y = \theta + h\,(PMP\nabla f - d\,PM\theta) + \sqrt{2h}\,P M^{1/2}\xi`,
+:math:`\theta' = y/\lVert y\rVert`. The tangent term :math:`-d\,PM\theta` is the part of the
+divergence a naive "precondition the drift and the noise" scheme misses; without it the chain
+drifts towards the small-:math:`M` directions and samples the wrong law (the test of a von
+Mises-Fisher target sees it). For :math:`M = I` it vanishes (:math:`P\theta = 0`) and the step is
+the one above; for :math:`M = cI` it is the identity step with step size :math:`ch`. (Checked
+independently of this code by quadrature on :math:`S^2`: :math:`E_\pi[L\varphi] = 0` to 1e-13 for a
+dense :math:`M` and polynomial :math:`\varphi`, against 5.7 without the :math:`-d\,PM\theta` term.)
 """
 from __future__ import annotations
 
@@ -398,15 +430,20 @@ def spherical_init(position, logdensity_fn: Callable) -> MALAState:
 
 def spherical_step(state: MALAState, noise: Array, logdensity_fn: Callable, step_size,
                    inverse_mass_matrix=None) -> tuple[MALAState, MALAInfo]:
-    """``θ' = y/|y|``, ``y = θ + h P_θ∇f(θ) + √(2h) P_θ ξ`` (module docstring). No preconditioner:
-    a metric on the sphere changes its volume form, which this scheme does not model."""
-    if inverse_mass_matrix is not None:
-        raise ValueError("spherical Langevin takes no inverse_mass_matrix (use mass_matrix=None)")
+    """``θ' = y/|y|``, ``y = θ + h (PMP∇f(θ) - d PMθ) + √(2h) P M^{1/2} ξ`` with ``P = I - θθᵀ`` and
+    ``M`` the ``inverse_mass_matrix`` (module docstring: the ``-d PMθ`` term is the divergence of
+    ``PMP`` on the sphere). ``None`` is ``M = I``: ``y = θ + h P∇f(θ) + √(2h) P ξ``."""
     theta, g = state.position, state.logdensity_grad
     dim = theta.shape[0]
     h = jnp.asarray(step_size, theta.dtype)
     tangent = lambda v: v - theta * jnp.dot(theta, v)
-    y = theta + h * tangent(g) + jnp.sqrt(2 * h) * tangent(noise[:dim].astype(theta.dtype))
+    xi = noise[:dim].astype(theta.dtype)
+    if inverse_mass_matrix is None:
+        y = theta + h * tangent(g) + jnp.sqrt(2 * h) * tangent(xi)
+    else:
+        sqrt_m, apply_m = _sqrt_and_apply(inverse_mass_matrix)
+        drift = tangent(apply_m(tangent(g))) - dim * tangent(apply_m(theta))
+        y = theta + h * drift + jnp.sqrt(2 * h) * tangent(sqrt_m(xi))
     theta_new = y / jnp.linalg.norm(y)
     logp_new, g_new = jax.value_and_grad(logdensity_fn)(theta_new)
     return _finite_move(state, theta_new, logp_new, g_new, lambda v: v)
@@ -419,9 +456,12 @@ def spherical_noise_size(dim: int) -> int:
 spherical_build_kernel = _key_driven(spherical_step, spherical_noise_size)
 
 
-def spherical(logdensity_fn: Callable, step_size: float) -> SamplingAlgorithm:
-    """Spherical Langevin as a BlackJAX ``SamplingAlgorithm``."""
-    return _algorithm(spherical_init, spherical_build_kernel(), logdensity_fn, step_size, None)
+def spherical(logdensity_fn: Callable, step_size: float, inverse_mass_matrix=None) -> SamplingAlgorithm:
+    """Spherical Langevin as a BlackJAX ``SamplingAlgorithm``, optionally with a constant metric
+    ``inverse_mass_matrix`` (``None``, a positive vector or an SPD matrix; module docstring)."""
+    if not callable(logdensity_fn):
+        raise TypeError("logdensity_fn must be callable")
+    return _algorithm(spherical_init, spherical_build_kernel(), logdensity_fn, step_size, inverse_mass_matrix)
 
 
 def _is_traced(x) -> bool:

@@ -37,6 +37,24 @@ def test_empirical_loss_estimates_the_population_loss():
         np.testing.assert_allclose(p.grad(theta), g_ref, rtol=1e-10, atol=1e-12)
 
 
+def test_moment_form_is_the_same_loss():
+    """He_k(z) = sum_j c_j z^j makes -(1/n) sum_i y_i He_k(<theta, x_i>) = -sum_j c_j <M_j, theta^(x)j>
+    with M_j = (1/n) sum_i y_i x_i^(x)j, at every theta (off the sphere too): the moment form must
+    equal the data form and its gradient, k = 3 (odd terms) and 4 (even terms and a constant),
+    in float64 to summation rounding: ~n d^k terms of size up to ~1e2 at 1e-16 each, about 1e-13
+    relative; 1e-10 allowed (a wrong coefficient or index is an O(1) difference)."""
+    with jax.enable_x64(True):
+        pairs = [(planted.single_index(4, 50, k, seed=k, dtype=jnp.float64),
+                  planted.single_index(4, 50, k, seed=k, dtype=jnp.float64, moments=True)) for k in (3, 4)]
+        theta = jnp.asarray(np.random.default_rng(0).normal(size=4))
+        both = jax.jit(lambda th: [(jax.value_and_grad(a.loss)(th), jax.value_and_grad(b.loss)(th)) for a, b in pairs])
+        for (la, ga), (lb, gb) in both(theta):
+            np.testing.assert_allclose(float(lb), float(la), rtol=1e-10)
+            np.testing.assert_allclose(gb, ga, rtol=1e-10, atol=1e-10)
+    with pytest.raises(TypeError, match="moments must be a bool"):
+        planted.single_index(4, 50, 3, moments="yes")
+
+
 def test_tensor_pca_is_symmetric_and_spiked():
     with jax.enable_x64(True):
         p = planted.tensor_pca(6, 3, snr=2.0, seed=1, dtype=jnp.float64)
