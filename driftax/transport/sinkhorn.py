@@ -41,6 +41,8 @@ from driftax.transport.problem import (
     _norm,
     check_init,
     check_int,
+    pad_problem,
+    padded_size,
     precision_context,
     validate_problem,
     warn_if_float32,
@@ -198,13 +200,14 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
     return jax.lax.while_loop(block_cond, block_body, state)
 
 
-def fixed_sweeps(a, b, cost, eps, f, g, count: int):
-    """``count`` Sinkhorn sweeps from ``(f, g)`` by :func:`sweeps` (fewer only if the marginals become exact).
-    Returns ``(f, g)``. Used by :func:`driftax.transport.sns` for its warm start and its fallback sweeps."""
-    if count <= 0:
-        return f, g
+def fixed_sweeps(a, b, cost, eps, f, g, count):
+    """``count`` Sinkhorn sweeps from ``(f, g)`` by :func:`sweeps` (fewer only if the marginals become exact; none
+    for ``count <= 0``). Returns ``(f, g)``. Used by :func:`driftax.transport.sns` for its warm start and its
+    fallback sweeps. ``count`` may be traced: one compiled program serves every count (a static count compiled
+    the sweeps again for each value)."""
     st = sweep_state(a, b, cost, eps, f, g, hist_len=1, norm="l1", full_error=False)
-    st = sweeps(a, b, cost, eps, st, jnp.zeros((), cost.dtype), count, norm="l1", history_every=count + 1)
+    # (the one-entry history is discarded: every sweep after the first writes past its end and is dropped)
+    st = sweeps(a, b, cost, eps, st, jnp.zeros((), cost.dtype), count, norm="l1", history_every=1)
     return st.f, st.g
 
 
@@ -259,7 +262,11 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
     hist_len = -(-max(max_iter, 1) // history_every)
     sched = (lambda t: eps) if eps_schedule is None else eps_schedule
     e0 = sched(0)
-    state = sweep_state(a, b, cost, e0, f, g, hist_len=hist_len, norm=norm, full_error=warm)
+    state = sweep_state(a, b, cost, e0, f, g, hist_len=hist_len, norm=norm, full_error=False)
+    if warm is not False:
+        # the initial error (two passes) only for a warm start; ``warm`` may be traced (one program for both)
+        state = state._replace(err=maybe(warm, lambda: sweep_state(a, b, cost, e0, f, g, hist_len=1, norm=norm).err,
+                                         state.err))
     state = state._replace(err=jnp.where(e0 == eps, state.err, jnp.inf))
     if eps_schedule is not None and not log_domain:
         # the schedule's sweeps in the log domain (the kernel changes with eps at every sweep); they end once eps
@@ -290,11 +297,12 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
     return state.f, state.g, final, state.it, state.hist
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "warm"))
+@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every"))
 def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool,
-                   history_every: int = 1, warm: bool = True):
+                   history_every: int = 1, warm=True):
     """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``.
-    ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes). The result's ``cost``
+    ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes); it is a traced
+    argument, so cold and warm starts share one compiled program. The result's ``cost``
     is ``None``: the caller attaches its own array (an input returned by a compiled program is copied, 32 MB at
     n = 2000 in float64, several exponential passes' worth of time)."""
     if scaling:
@@ -331,6 +339,11 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
     small ``eps``. Both solvers share the keywords ``tol``, ``max_iter``, ``norm``, ``init``, ``dtype``,
     ``history_every``; an unknown keyword raises ``TypeError`` listing them.
 
+    A problem with at most 128 points on a side is solved padded with zero-weight points to the next power of two
+    (at least 16) on that side, and the result cut back to ``(n, m)``: calls on different small sizes share one
+    compiled program per bucket (compiling takes seconds, such a solve milliseconds), and zero weights are exact
+    (:func:`driftax.transport.problem.pad_problem`).
+
     Args:
       a, b: non-negative weights of shapes ``(n,)``, ``(m,)`` with equal sums (``None``: uniform).
       cost: ``(n, m)`` finite cost matrix (see :mod:`driftax.transport.costs`).
@@ -358,11 +371,14 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
     with ctx:
         a_, b_, c_, eps, tol_ = validate_problem(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        f0, g0 = check_init(init, c_.shape[0], c_.shape[1], c_.dtype, a_, b_)
+        n, m = c_.shape
+        f0, g0 = check_init(init, n, m, c_.dtype, a_, b_)
         qf = np.asarray(epsilon_scaling if scaling else 1.0, np.dtype(c_.dtype))
-        res = solve_sinkhorn(a_, b_, c_, eps, f0, g0, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
-                             history_every=history_every, warm=init is not None)
-        return res._replace(cost=c_)
+        # small problems are solved padded with zero weights (one compiled program per size bucket, see problem.py)
+        ap, bp, cp, fp, gp = pad_problem(a_, b_, c_, f0, g0, (padded_size(n), padded_size(m)))
+        res = solve_sinkhorn(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
+                             history_every=history_every, warm=np.bool_(init is not None))
+        return unpad(res, n, m)._replace(cost=c_)
 
 
 def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000, norm: str = "l1",
@@ -389,21 +405,38 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
     with ctx:
         a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        (a_, b_, c_, eps), mesh = shard_batch((a_, b_, c_, eps), shard)
+        B, n, m = c_.shape
+        # padded as single problems are (the same programs' iterates; see problem.pad_problem)
+        ap, bp, cp, fp, gp = pad_problem(a_, b_, c_, jnp.zeros_like(a_), jnp.zeros_like(b_),
+                                         (padded_size(n), padded_size(m)))
+        (ap, bp, cp, eps, fp, gp), mesh = shard_batch((ap, bp, cp, eps, fp, gp), shard)
         qf = jnp.asarray(1.0 if q is None else q, c_.dtype)
-        res = _solve_batch(a_, b_, c_, eps, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
+        res = _solve_batch(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
                            history_every=history_every, mesh=mesh)
-        return res._replace(cost=c_)
+        return unpad(res, n, m)._replace(cost=c_)
+
+
+def unpad(res: OTResult, n: int, m: int) -> OTResult:
+    """``res`` of a problem padded by :func:`driftax.transport.problem.pad_problem`, cut back to ``(n, m)`` (a batch
+    keeps its leading axis)."""
+    if res.f.shape[-1] == n and res.g.shape[-1] == m:
+        return res
+    return _cut(res, n=n, m=m)
+
+
+@functools.partial(jax.jit, static_argnames=("n", "m"))
+def _cut(res, *, n, m):
+    return res._replace(f=res.f[..., :n], g=res.g[..., :m], a=res.a[..., :n], b=res.b[..., :m])
 
 
 @functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "mesh"))
-def _solve_batch(a, b, cost, eps, tol, q, *, mesh, **kw):
+def _solve_batch(a, b, cost, eps, f0, g0, tol, q, *, mesh, **kw):
     from driftax.transport.problem import map_problems
 
-    def one(a, b, c, e):
-        return solve_sinkhorn(a, b, c, e, jnp.zeros_like(a), jnp.zeros_like(b), tol, q, warm=False, **kw)
+    def one(a, b, c, e, f0, g0):
+        return solve_sinkhorn(a, b, c, e, f0, g0, tol, q, warm=False, **kw)
 
-    return map_problems(one, (a, b, cost, eps), mesh)
+    return map_problems(one, (a, b, cost, eps, f0, g0), mesh)
 
 
 def _check_scaling(epsilon_scaling):

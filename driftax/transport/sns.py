@@ -59,6 +59,8 @@ from driftax.transport.problem import (
     _safe_dot,
     check_init,
     check_int,
+    pad_problem,
+    padded_size,
     precision_context,
     map_problems,
     shard_batch,
@@ -66,7 +68,7 @@ from driftax.transport.problem import (
     validate_problem,
     warn_if_float32,
 )
-from driftax.transport.sinkhorn import fixed_sweeps, maybe
+from driftax.transport.sinkhorn import fixed_sweeps, maybe, unpad
 
 __all__ = ["sns", "sns_batch", "SNSOptions", "newton_stage", "choose_budget"]
 
@@ -234,16 +236,23 @@ class _Stage(NamedTuple):
     err: jax.Array         # marginal error at (f, g)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_newton", "max_cg", "max_backtracks", "fallback_sweeps",
-                                             "norm", "patience"))
-def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_newton: int, max_cg: int,
-                 max_backtracks: int, fallback_sweeps: int, norm: str, patience: int = 0) -> _Stage:
+@functools.partial(jax.jit, static_argnames=("k", "max_newton", "norm"))
+def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg=500, max_backtracks=30, fallback_sweeps=20,
+                 patience=0, *, k: int, max_newton: int, norm: str) -> _Stage:
     """Newton steps with a row-wise top-``k`` sparsified Hessian from ``(f, g)`` until the marginal error is
     ``<= tol`` (jitted, no validation; every array argument may be batched with ``vmap``). With ``patience > 0`` it
     also stops, flagged ``stalled``, when the error has not dropped below 0.9 times its best value for
-    ``patience`` steps or a line search fails (instead of taking Sinkhorn sweeps)."""
+    ``patience`` steps or a line search fails (instead of taking Sinkhorn sweeps).
+
+    Only what fixes a shape is static (``k``, ``max_newton``: the history) or chooses code (``norm``): the counts
+    ``max_cg``, ``max_backtracks``, ``fallback_sweeps`` and ``patience`` are traced, so that stages that differ only
+    in them (the stalling first stage and the continuation's stages, or another ``SNSOptions``) share one compiled
+    program (each static value compiled the whole stage again, seconds of CPU)."""
     n, m = cost.shape
     dtype = cost.dtype
+    max_cg, max_backtracks, fallback_sweeps, patience = (
+        jnp.asarray(x, jnp.int32) for x in (max_cg, max_backtracks, fallback_sweeps, patience))
+    stall_mode = patience > 0
     c1 = 1e-4
     noise = 64 * jnp.finfo(dtype).eps
     tiny = 100 * float(jnp.finfo(dtype).eps)  # slack in the mass comparisons
@@ -288,8 +297,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
 
     def cond(s):
         err, it, since = s[5], s[9], s[13]
-        go = (err > tol) & (it < max_newton) & jnp.isfinite(err)
-        return go & (since < patience) if patience > 0 else go
+        return (err > tol) & (it < max_newton) & jnp.isfinite(err) & (~stall_mode | (since < patience))
 
     def body(s):
         f, g, r, c, dual, err, kern, idx, best, it, sweeps, cg_total, hist, since = s
@@ -322,17 +330,15 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
 
         def do_sweeps():
             f2, g2 = fixed_sweeps(a, b, cost, eps, f, g, fallback_sweeps)
-            return (f2, g2) + _state(a, b, cost, eps, f2, g2, norm), jnp.asarray(fallback_sweeps, jnp.int32)
+            return (f2, g2) + _state(a, b, cost, eps, f2, g2, norm), fallback_sweeps
 
-        if patience > 0:
-            # a failed line search ends the stage as stalled (the caller restarts through a continuation)
-            (f, g, r, c, dual, err), extra = jax.lax.cond(t_state[2], lambda: t_state[3:],
-                                                          lambda: (f, g, r, c, dual, err)), zero
-            failed = ~t_state[2]
-        else:
-            # fallback sweeps only where a line search failed (under vmap: only when one did, see `maybe`)
-            (f, g, r, c, dual, err), extra = maybe(~t_state[2], do_sweeps, (t_state[3:], zero))
-            failed = False
+        accepted = t_state[2]
+        # a failed line search: with patience > 0 it ends the stage as stalled, the state unchanged (the caller
+        # restarts through a continuation); otherwise fallback sweeps are taken (under vmap: only when some problem
+        # needs them, see `maybe`)
+        kept = jax.tree.map(lambda x, y: jnp.where(accepted, x, y), t_state[3:], (f, g, r, c, dual, err))
+        (f, g, r, c, dual, err), extra = maybe(~accepted & ~stall_mode, do_sweeps, (kept, zero))
+        failed = ~accepted & stall_mode
         improved = err < 0.9 * best
         hist = hist.at[it].set(err)
         since = jnp.where(failed, patience, jnp.where(improved, 0, since + 1))
@@ -343,17 +349,16 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, k: int, max_new
     if max_newton > 0:
         state = jax.lax.while_loop(cond, body, state)
     f, g, err, it, sweeps, cg_total, hist, since = (state[i] for i in (0, 1, 5, 9, 10, 11, 12, 13))
-    stalled = ((since >= patience) | ~jnp.isfinite(err)) & ~(err <= tol) if patience > 0 else jnp.asarray(False)
+    stalled = stall_mode & ((since >= patience) | ~jnp.isfinite(err)) & ~(err <= tol)
     return _Stage(f, g, it, sweeps, cg_total, hist, stalled, err)
 
 
 # --------------------------------------------------------------------------- budget choice
 
-@functools.partial(jax.jit, static_argnames=("k_max", "rows"))
-def _kept_mass_curve(f, g, cost, eps, k_max, rows):
-    """Fraction of the plan's mass kept by the row-wise top-``k`` entries, ``k = 1..k_max``, estimated on
-    ``rows`` evenly spaced rows (the budget is a statistic; no need to sort every row)."""
-    sel = jnp.linspace(0, cost.shape[0] - 1, rows).astype(jnp.int32)
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def _kept_mass_curve(f, g, cost, eps, sel, k_max):
+    """Fraction of the plan's mass kept by the row-wise top-``k`` entries, ``k = 1..k_max``, estimated on the rows
+    ``sel`` (:func:`_sample_rows`: the budget is a statistic; no need to sort every row)."""
     fs, cs = f[sel], cost[sel]
     idx = _top_logits(fs, g, cs, eps, k_max)
     vals = _entries(fs, g, cs, eps, idx)  # sorted in decreasing order along each row
@@ -361,19 +366,33 @@ def _kept_mass_curve(f, g, cost, eps, k_max, rows):
     return jnp.cumsum(jnp.sum(vals, axis=0)) / total
 
 
-def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max: int = 256,
-                  rows: int = 64) -> int:
-    """Smallest power-of-two ``k`` in ``[k_min, k_max]`` whose row-wise top-``k`` entries keep ``>= 1 - mass_tol``
-    of the mass of ``P = exp((f + g - C) / eps)`` (measured on ``rows`` rows; ``k_max`` if none does)."""
-    n, m = cost.shape
-    k_max = min(k_max, m)
-    curve = np.asarray(_kept_mass_curve(f, g, cost, eps, k_max, min(rows, n)))
+def _sample_rows(N: int, n: int, rows: int) -> np.ndarray:
+    """``min(rows, n)`` evenly spaced rows among the first ``n`` (the problem's own rows), followed, in a problem
+    padded to ``N`` rows, by padded rows (zero mass: they change no sum) up to ``min(rows, N)`` entries, so that
+    every size of a padding bucket shares one compiled mass curve."""
+    sel = np.linspace(0, n - 1, min(rows, n)).astype(np.int32)
+    return np.concatenate([sel, np.full(min(rows, N) - sel.size, N - 1, np.int32)])
+
+
+def _budget_from_curve(curve, mass_tol, k_min, k_max):
     if not np.all(np.isfinite(curve)):  # the sampled rows of the plan underflowed: no information
         return min(64, k_max)
     k = min(k_min, k_max)
     while k < k_max and curve[k - 1] < 1.0 - mass_tol:
         k = min(2 * k, k_max)
     return int(k)
+
+
+def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max: int = 256,
+                  rows: int = 64, n: int | None = None, m: int | None = None) -> int:
+    """Smallest power-of-two ``k`` in ``[k_min, k_max]`` whose row-wise top-``k`` entries keep ``>= 1 - mass_tol``
+    of the mass of ``P = exp((f + g - C) / eps)`` (measured on ``rows`` rows; ``k_max`` if none does). ``n, m``:
+    the problem's own size when ``cost`` is padded (:func:`driftax.transport.problem.pad_problem`)."""
+    N, M = cost.shape
+    n, m = N if n is None else n, M if m is None else m
+    # (top-k over the padded width: the padded columns hold no mass, so the curve is the unpadded one up to k = m)
+    curve = np.asarray(_kept_mass_curve(f, g, cost, eps, _sample_rows(N, n, rows), min(k_max, M)))
+    return _budget_from_curve(curve, mass_tol, k_min, min(k_max, m))
 
 
 # --------------------------------------------------------------------------- driver
@@ -505,6 +524,8 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
     algorithm (Sinkhorn warm start, Newton steps on the dual with a row-wise top-``k`` sparsified Hessian,
     Schur-complement PCG, Armijo line search, Sinkhorn fallback, epsilon continuation when Newton stalls).
     Converges in tens of iterations where Sinkhorn needs thousands (small ``eps``).
+    Small problems (at most 128 points on a side) are solved padded with zero weights, as in
+    :func:`driftax.transport.sinkhorn`; the budget ``k`` is chosen on the problem's own rows and columns.
 
     Args:
       a, b, cost, epsilon, tol, norm, init, dtype, history_every: as in :func:`driftax.transport.sinkhorn`
@@ -532,6 +553,9 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
         n, m = c_.shape
         f0, g0 = check_init(init, n, m, c_.dtype, a_, b_)
         concrete = not any(isinstance(x, jax.core.Tracer) for x in (a_, b_, c_, eps))
+        c_o = c_
+        # small problems are solved padded with zero weights (one compiled program per size bucket, see problem.py)
+        a_, b_, c_, f0, g0 = pad_problem(a_, b_, c_, f0, g0, (padded_size(n), padded_size(m)))
         stage_kw = _stage_kwargs(opts, max_iter, norm)
         scalars = (jnp.asarray(opts.cg_tol, c_.dtype), jnp.asarray(opts.refresh, c_.dtype))
         stage_tol_ = jnp.asarray(opts.stage_tol, c_.dtype) * jnp.sum(a_)
@@ -539,7 +563,7 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
         def budget(f, g, e):
             if opts.density is not None:
                 return max(1, min(m, math.ceil(opts.density * m)))
-            return choose_budget(f, g, c_, e, opts.mass_tol, k_max=opts.k_max) if concrete else min(m, 64)
+            return choose_budget(f, g, c_, e, opts.mass_tol, k_max=opts.k_max, n=n, m=m) if concrete else min(m, 64)
 
         def run_stages(f, g, factors, patience):
             out = []
@@ -547,28 +571,28 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
                 e = eps if factor is None else eps * factor
                 k = budget(f, g, e)
                 st = newton_stage(a_, b_, c_, e, f, g, tol_ if factor is None else stage_tol_, *scalars, k=k,
-                                  patience=patience if factor is None else 0, **stage_kw)
+                                  patience=np.int32(patience if factor is None else 0), **stage_kw)
                 out.append((st, k))
                 f, g = st.f, st.g
             return out
 
-        fw, gw = _warm(a_, b_, c_, eps * factors[0] if factors else eps, f0, g0, warm_start=warm_start)
+        fw, gw = _warm(a_, b_, c_, eps * factors[0] if factors else eps, f0, g0, np.int32(warm_start))
         stages = run_stages(fw, gw, factors, opts.patience if (auto and concrete) else 0)
         sweeps = warm_start
         final = len(stages) - 1
         if auto and concrete and bool(stages[-1][0].stalled):
             # start again from the initial potentials, through the continuation (all counted), and keep the
             # attempt that ended closer (the stalled one is stage 0; a non-finite error counts as infinite)
-            fw, gw = _warm(a_, b_, c_, eps * _AUTO_SCHEDULE[0], f0, g0, warm_start=warm_start)
+            fw, gw = _warm(a_, b_, c_, eps * _AUTO_SCHEDULE[0], f0, g0, np.int32(warm_start))
             stages += run_stages(fw, gw, _AUTO_SCHEDULE, 0)
             sweeps += warm_start
             first, last = (float(stages[i][0].err) for i in (0, -1))
             last = last if math.isfinite(last) else math.inf
             final = 0 if math.isfinite(first) and first < last else len(stages) - 1
-        res = _assemble(a_, b_, c_, eps, tol_, jnp.asarray(sweeps, jnp.int32), tuple(st for st, _ in stages),
-                        jnp.asarray(stages[final][1] / m, c_.dtype), norm=norm, warm_start=warm_start,
-                        max_newton=max_iter, final=final, history_every=history_every)
-        return res._replace(cost=c_)
+        res = _assemble(a_, b_, c_, eps, tol_, np.int32(sweeps), tuple(st for st, _ in stages),
+                        np.asarray(stages[final][1] / m, np.dtype(c_.dtype)), np.int32(final), norm=norm,
+                        warm_start=warm_start, max_newton=max_iter, history_every=history_every)
+        return unpad(res, n, m)._replace(cost=c_o)
 
 
 def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None, norm: str = "l1",
@@ -600,10 +624,14 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
     with ctx:
         a_, b_, c_, eps, tol_ = validate_batch(a, b, cost, epsilon, tol, norm, dt)
         warn_if_float32(c_.dtype, tol)
-        (a_, b_, c_, eps), mesh = shard_batch((a_, b_, c_, eps), shard)
         B, n, m = c_.shape
-        f0, g0 = jnp.zeros_like(a_), jnp.zeros_like(b_)
+        c_o = c_
+        # padded as single problems are (see problem.pad_problem)
+        a_, b_, c_, f0, g0 = pad_problem(a_, b_, c_, jnp.zeros_like(a_), jnp.zeros_like(b_),
+                                         (padded_size(n), padded_size(m)))
+        (a_, b_, c_, eps, f0, g0), mesh = shard_batch((a_, b_, c_, eps, f0, g0), shard)
         stage_kw = _stage_kwargs(opts, max_iter, norm)
+        counts = tuple(stage_kw.pop(k) for k in ("max_cg", "max_backtracks", "fallback_sweeps"))
         scalars = (jnp.asarray(opts.cg_tol, c_.dtype), jnp.asarray(opts.refresh, c_.dtype))
         stage_tol_ = jnp.asarray(opts.stage_tol, c_.dtype) * jnp.sum(a_, axis=1)
         tol_b = jnp.broadcast_to(tol_, (B,))
@@ -611,7 +639,7 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
         def budget(f, g, c, e):
             if opts.density is not None:
                 return max(1, min(m, math.ceil(opts.density * m)))
-            return max(_budget_batch(f, g, c, e, opts.mass_tol, opts.k_max))
+            return max(_budget_batch(f, g, c, e, opts.mass_tol, opts.k_max, n, m))
 
         def run_stages(idx, f, g, factors, patience):
             aa, bb, cc, ee = (x if idx is None else x[idx] for x in (a_, b_, c_, eps))
@@ -621,35 +649,37 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
                 k = budget(f, g, cc, e)
                 t = (tol_b if factor is None else stage_tol_)
                 t = t if idx is None else t[idx]
-                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, k=k, mesh=mesh if idx is None else None,
-                                   patience=patience if factor is None else 0, **stage_kw)
+                pat = np.int32(patience if factor is None else 0)
+                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, *counts, pat, k=k,
+                                   mesh=mesh if idx is None else None, **stage_kw)
                 out.append((st, k))
                 f, g = st.f, st.g
             return out
 
         e_start = eps * factors[0] if factors else eps
-        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, warm_start=warm_start, mesh=mesh)
+        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, np.int32(warm_start), mesh=mesh)
         stages = run_stages(None, fw, gw, factors, opts.patience if auto else 0)
         k_final = stages[-1][1]
         res = _assemble_batch(a_, b_, c_, eps, tol_b, jnp.full((B,), warm_start, jnp.int32),
-                              tuple(st for st, _ in stages), jnp.full((B,), k_final / m, c_.dtype), norm=norm,
-                              warm_start=warm_start, max_newton=max_iter, final=len(stages) - 1,
+                              tuple(st for st, _ in stages), jnp.full((B,), k_final / m, c_.dtype),
+                              np.int32(len(stages) - 1), norm=norm, warm_start=warm_start, max_newton=max_iter,
                               history_every=history_every)
         stalled = np.asarray(stages[-1][0].stalled) if auto else np.zeros(B, bool)
         if stalled.any():
             idx = np.nonzero(stalled)[0]
             sub = lambda x: x[idx]  # noqa: E731
             fw, gw = _warm_batch(sub(a_), sub(b_), sub(c_), sub(eps) * _AUTO_SCHEDULE[0], sub(f0), sub(g0),
-                                 warm_start=warm_start, mesh=None)
+                                 np.int32(warm_start), mesh=None)
             more = run_stages(idx, fw, gw, _AUTO_SCHEDULE, 0)
             allst = tuple(jax.tree.map(sub, st) for st, _ in stages) + tuple(st for st, _ in more)
             kw = dict(norm=norm, warm_start=warm_start, max_newton=max_iter, history_every=history_every)
-            args = (sub(a_), sub(b_), sub(c_), sub(eps), sub(tol_b), jnp.full((len(idx),), 2 * warm_start, jnp.int32),
-                    allst)
+            args = (sub(a_), sub(b_), sub(c_), sub(eps), sub(tol_b),
+                    jnp.full((len(idx),), 2 * warm_start, jnp.int32), allst)
+            # (one compiled program for both: the stage to report is a traced argument)
             keep_first = _assemble_batch(*args, jnp.full((len(idx),), stages[-1][1] / m, c_.dtype),
-                                         final=0, **kw)
+                                         np.int32(0), **kw)
             restarted = _assemble_batch(*args, jnp.full((len(idx),), more[-1][1] / m, c_.dtype),
-                                        final=len(allst) - 1, **kw)
+                                        np.int32(len(allst) - 1), **kw)
             # the better of the two attempts per problem (a non-finite error counts as infinite)
             e1, e2 = np.asarray(keep_first.marginal_error), np.asarray(restarted.marginal_error)
             first = np.isfinite(e1) & (e1 < np.where(np.isfinite(e2), e2, np.inf))
@@ -659,64 +689,59 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
             pad = chosen.errors.shape[1] - res.errors.shape[1]
             res = res._replace(errors=jnp.pad(res.errors, ((0, 0), (0, pad)), constant_values=-1.0))
             res = jax.tree.map(lambda full, part: full.at[idx].set(part), res, chosen)
-        return res._replace(cost=c_)
+        return unpad(res, n, m)._replace(cost=c_o)
 
 
-@functools.partial(jax.jit, static_argnames=("warm_start", "mesh"))
-def _warm_batch(a, b, cost, eps, f0, g0, *, warm_start, mesh):
+@functools.partial(jax.jit, static_argnames=("mesh",))
+def _warm_batch(a, b, cost, eps, f0, g0, warm_start, *, mesh):
     return map_problems(lambda *x: fixed_sweeps(*x, warm_start), (a, b, cost, eps, f0, g0), mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_newton", "max_cg", "max_backtracks", "fallback_sweeps",
-                                             "norm", "patience", "mesh"))
-def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, *, mesh, **kw) -> _Stage:
-    return map_problems(lambda a, b, c, e, f, g, t: newton_stage(a, b, c, e, f, g, t, cg_tol, refresh, **kw),
+@functools.partial(jax.jit, static_argnames=("k", "max_newton", "norm", "mesh"))
+def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg, max_backtracks, fallback_sweeps, patience, *,
+                  mesh, **kw) -> _Stage:
+    # (the counts traced, as in newton_stage: one program per shape and budget k)
+    counts = (max_cg, max_backtracks, fallback_sweeps, patience)
+    return map_problems(lambda a, b, c, e, f, g, t: newton_stage(a, b, c, e, f, g, t, cg_tol, refresh, *counts, **kw),
                         (a, b, cost, eps, f, g, tol), mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final", "history_every"))
-def _assemble_batch(a, b, cost, eps, tol, sweeps, stages, density, **kw) -> OTResult:
-    return jax.vmap(lambda a, b, c, e, t, s, st, d: _assemble(a, b, c, e, t, s, st, d, **kw))(
+@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "history_every"))
+def _assemble_batch(a, b, cost, eps, tol, sweeps, stages, density, final, **kw) -> OTResult:
+    return jax.vmap(lambda a, b, c, e, t, s, st, d: _assemble(a, b, c, e, t, s, st, d, final, **kw))(
         a, b, cost, eps, tol, sweeps, stages, density)
 
 
-@functools.partial(jax.jit, static_argnames=("k_max", "rows"))
-def _mass_curves(f, g, cost, eps, *, k_max, rows):
-    return jax.vmap(lambda f, g, c, e: _kept_mass_curve(f, g, c, e, k_max, rows))(f, g, cost, eps)
+@functools.partial(jax.jit, static_argnames=("k_max",))
+def _mass_curves(f, g, cost, eps, sel, *, k_max):
+    return jax.vmap(lambda f, g, c, e: _kept_mass_curve(f, g, c, e, sel, k_max))(f, g, cost, eps)
 
 
-def _budget_batch(f, g, cost, eps, mass_tol, k_max, k_min: int = 8, rows: int = 64):
-    """Per-problem :func:`choose_budget` of a batch (one vmapped mass curve)."""
-    B, n, m = cost.shape
-    k_max = min(k_max, m)
-    curves = np.asarray(_mass_curves(f, g, cost, eps, k_max=k_max, rows=min(rows, n)))
-    out = []
-    for curve in curves:
-        if not np.all(np.isfinite(curve)):
-            out.append(min(64, k_max))
-            continue
-        k = min(k_min, k_max)
-        while k < k_max and curve[k - 1] < 1.0 - mass_tol:
-            k = min(2 * k, k_max)
-        out.append(int(k))
-    return out
+def _budget_batch(f, g, cost, eps, mass_tol, k_max, n, m, k_min: int = 8, rows: int = 64):
+    """Per-problem :func:`choose_budget` of a batch (one vmapped mass curve); ``n, m`` as there."""
+    B, N, M = cost.shape
+    curves = np.asarray(_mass_curves(f, g, cost, eps, _sample_rows(N, n, rows), k_max=min(k_max, M)))
+    return [_budget_from_curve(curve, mass_tol, k_min, min(k_max, m)) for curve in curves]
 
 
 def _stage_kwargs(opts: SNSOptions, max_iter: int, norm: str) -> dict:
-    return dict(max_newton=max_iter, max_cg=opts.max_cg, max_backtracks=opts.max_backtracks,
-                fallback_sweeps=opts.fallback_sweeps, norm=norm)
+    # the counts as NumPy int32 scalars: traced arguments of the compiled stage (see newton_stage)
+    return dict(max_newton=max_iter, max_cg=np.int32(opts.max_cg), max_backtracks=np.int32(opts.max_backtracks),
+                fallback_sweeps=np.int32(opts.fallback_sweeps), norm=norm)
 
 
-@functools.partial(jax.jit, static_argnames=("warm_start",))
-def _warm(a, b, cost, eps, f0, g0, *, warm_start):
+@jax.jit
+def _warm(a, b, cost, eps, f0, g0, warm_start):
+    # (warm_start traced: one program for every warm-start length)
     return fixed_sweeps(a, b, cost, eps, f0, g0, warm_start)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "final", "history_every"))
-def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start, max_newton, final,
+@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "history_every"))
+def _assemble(a, b, cost, eps, tol, sweeps, stages, density, final, *, norm, warm_start, max_newton,
               history_every=1) -> OTResult:
     """One :class:`OTResult` from the warm start and the Newton stages: counts summed, Newton errors packed after
-    the warm-start entries (``-1``), the potentials of stage ``final``."""
+    the warm-start entries (``-1``), the potentials of stage ``final`` (traced: the two outcomes of a restart share
+    one program)."""
     hist = jnp.full((warm_start + len(stages) * max_newton,), -1.0, cost.dtype)
     offset = jnp.asarray(warm_start, jnp.int32)
     newton = cg = jnp.asarray(0, jnp.int32)
@@ -733,7 +758,8 @@ def _assemble(a, b, cost, eps, tol, sweeps, stages, density, *, norm, warm_start
         blocks = jnp.concatenate([hist, jnp.full((pad,), -1.0, hist.dtype)]).reshape(-1, k)
         last = jnp.max(jnp.where(blocks >= 0, jnp.arange(k), -1), axis=1)
         hist = jnp.where(last >= 0, jnp.take_along_axis(blocks, jnp.maximum(last, 0)[:, None], axis=1)[:, 0], -1.0)
-    f, g = stages[final].f, stages[final].g
+    f = jnp.stack([st.f for st in stages])[final]
+    g = jnp.stack([st.g for st in stages])[final]
     err, transport, dual, converged = _finalize(a, b, cost, eps, f, g, tol, norm)
     # cost=None: the caller attaches its own array (a returned input would be copied; see solve_sinkhorn)
     return OTResult(f=f, g=g, cost=None, a=a, b=b, epsilon=eps, transport_cost=transport, reg_cost=dual,

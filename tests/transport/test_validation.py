@@ -145,3 +145,21 @@ def test_closed_over_inputs_with_traced_epsilon_under_jit(x64, solver):
     # 0 <= D* - D <= tol * |z - z*|_inf, and the potentials (after the free shift) differ by at most their
     # oscillation, max C (c-transform, uniform weights): |D1 - D2| <= 2 tol max C (~3e-9 against |D| ~ 0.2)
     assert abs(float(jitted.reg_cost) - float(eager.reg_cost)) <= 2 * 1e-9 * C_.max()
+
+
+def test_small_problems_are_padded_with_exact_zero_weights():
+    # sides up to 128 are solved at the next power of two (>= 16), so that nearby small sizes share one compiled
+    # program; larger sides as they are (there the solve, not the compile, dominates)
+    from driftax.transport.problem import pad_problem, padded_size
+
+    assert [padded_size(n) for n in (1, 10, 16, 17, 45, 64, 65, 120, 128, 129, 500)] == \
+        [16, 16, 16, 32, 64, 64, 128, 128, 128, 129, 500]
+    ap, bp, cp, fp, gp = pad_problem(a, b, C, np.zeros(10), np.zeros(8), (16, 16))
+    assert ap.shape == (16,) and bp.shape == (16,) and cp.shape == (16, 16)
+    # the padding is zero weight, zero cost and a -inf potential (exp(-inf) = 0: it adds exact zeros to every sum)
+    np.testing.assert_array_equal(ap[:10], a)
+    assert np.all(ap[10:] == 0) and np.all(bp[8:] == 0) and np.all(cp[10:] == 0) and np.all(cp[:, 8:] == 0)
+    assert np.all(np.isneginf(fp[10:])) and np.all(np.isneginf(gp[8:])) and np.all(fp[:10] == 0)
+    # the result comes back at the problem's own size, its plan exactly zero nowhere it should not be
+    r = tr.sinkhorn(a, b, C, 0.1, tol=1e-10)  # (the program of test_none_weights_are_uniform)
+    assert r.f.shape == (10,) and r.g.shape == (8,) and r.a.shape == (10,) and np.all(np.isfinite(np.asarray(r.f)))
