@@ -6,8 +6,10 @@ the `particles` library, and parameter learning on stochastic volatility.
 (a) Bias and RMSE of Σ_t x_t (and of Σ_t x_t x_{t+1}) against the particle budget on a 1-d linear-Gaussian
     model, T ∈ {100, 1000}, over independent replicates, truth from the RTS smoother. The budget counts
     every particle propagation: PaRIS and FFBS N, PPG n·(k + 1) (its initial filter plus k CSMC sweeps).
-    --quick: T = 100 at budgets 64 and 256 with 200 replicates (the bias standard error is printed with every
-    bias), T = 1000 at budget 256 with 16.
+    --quick: T = 100 at budgets 64 (PaRIS, FFBS, PPG (k, k0) = (3, 1) and (7, 3)) and 256 (PaRIS, PPG (3, 1))
+    with 200 replicates (the bias standard error is printed with every bias), T = 1000 at budget 256 (PaRIS,
+    PPG (7, 3)) with 16; one timed throughput run after the compiling one, the NumPy peers' per-step rates
+    on T = 3 (PaRIS) and T = 50 (FFBS-reject).
 (b) Throughput in particle-steps per second (forward filter included; compile time reported apart) at
     N = T = 1000: driftax's bootstrap filter vs `particles`' filter; driftax PaRIS (K = 2) vs `particles`'
     PaRIS collector and vs `particles`' accept-reject FFBS with 2N backward draws (`backward_sampling_reject`).
@@ -63,11 +65,13 @@ def _bias_study(quick: bool, seed: int):
         truth = np.r_[ks.sum_means(), ks.sum_cross_moments().ravel()]
         for B in budgets:
             runs = [("paris", dict(num_particles=B))]
-            if not (quick and T == 1000):
+            if not quick or (T == 100 and B == budgets[0]):  # --quick: FFBS at the smallest budget only
                 runs.append(("ffbs", dict(num_particles=B)))
             for k, k0 in ppg_cfgs:
                 n = B // (k + 1)  # the initial filter and k CSMC sweeps of n particles
-                if n >= 4 and not (quick and T == 1000 and k != 7):
+                # --quick: (k, k0) = (7, 3) at T = 1000 and at the smallest budget only (each row compiles a program)
+                if n >= 4 and not (quick and k == 7 and T == 100 and B != budgets[0]) \
+                        and not (quick and T == 1000 and k != 7):
                     runs.append(("ppg", dict(num_particles=n, num_iterations=k, burn_in=k0)))
             for method, kw in runs:
                 t0 = time.perf_counter()
@@ -225,8 +229,9 @@ def _throughput(quick: bool, seed: int, particles_path):
     filt = jax.jit(lambda k: smc.bootstrap_filter(k, m, m.theta, ys_j, N).loglik)
     par = jax.jit(lambda k: paris.paris(k, m, m.theta, ys_j, f, N, K=2, max_trials=8).estimate)
     key = jax.random.key(seed)
-    c_f, t_f = _timed(lambda: filt(key).block_until_ready())
-    c_p, t_p = _timed(lambda: par(key).block_until_ready())
+    reps = 1 if quick else 2  # timed runs after the compiling one
+    c_f, t_f = _timed(lambda: filt(key).block_until_ready(), reps)
+    c_p, t_p = _timed(lambda: par(key).block_until_ready(), reps)
     res = {"driftax_filter": N * T / t_f, "driftax_filter_compile_s": c_f,
            "driftax_paris": N * T / t_p, "driftax_paris_compile_s": c_p}
     print(f"  driftax filter   {res['driftax_filter']:12.0f} particle-steps/s (compile {c_f:.1f} s)")
@@ -263,7 +268,7 @@ def _throughput(quick: bool, seed: int, particles_path):
 
     # per-step costs of the NumPy peers do not depend on T (no compilation): --quick times them on shorter
     # series at the same N (the PaRIS collector is pure Python per particle, ~6 s per step at N = 1000)
-    T_filter, T_paris, T_reject = (T, 4, 100) if quick else (T, 20, T)
+    T_filter, T_paris, T_reject = (T, 3, 50) if quick else (T, 20, T)
     t0 = time.perf_counter()
     run_filter(T_filter)
     pf_filter = N * T_filter / (time.perf_counter() - t0)
@@ -348,7 +353,8 @@ def _learning(quick: bool, seed: int):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="small budgets, 32 replicates, short learning runs")
+    p.add_argument("--quick", action="store_true",
+                   help="small budgets and replicate counts (module docstring), a short learning run")
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     p.add_argument("--particles-path", type=Path, default=None, help="folder holding the particles package")

@@ -100,16 +100,19 @@ def run(args) -> int:
     if args.learn:
         return _learn(model, ys, args)
     t0 = time.perf_counter()
-    r = smooth(model, ys, "state_sum", args.method, args.particles, K=args.K, num_iterations=args.iterations,
+    r = smooth(model, ys, "moments", args.method, args.particles, K=args.K, num_iterations=args.iterations,
                burn_in=args.burn_in, num_replicates=args.replicates, seed=args.seed)
     secs = time.perf_counter() - t0
     exact = None
+    d = model.state_dim
     if model.exact == "kalman":
-        exact = ssm_mod.kalman_smoother(model, ys).sum_means()
+        ks = ssm_mod.kalman_smoother(model, ys)
+        exact = np.r_[ks.sum_means(), ks.sum_cross_moments().ravel()]
     print(f"method {args.method}, N = {args.particles}, {args.replicates} replicates on {r.num_devices} device(s); "
           f"{secs:.2f} s including compilation")
-    for i in range(model.state_dim):
-        line = f"  sum_t E[x_t[{i}] | y] = {r.estimate[i]:.4f} ± {r.mc_error[i]:.4f} (MC se)"
+    labels = [f"x_t[{i}]" for i in range(d)] + [f"x_t[{i}] x_t+1[{j}]" for i in range(d) for j in range(d)]
+    for i, lab in enumerate(labels):
+        line = f"  sum_t E[{lab} | y] = {r.estimate[i]:.4f} ± {r.mc_error[i]:.4f} (MC se)"
         if exact is not None:
             line += f"   Kalman {exact[i]:.4f}"
         print(line)

@@ -24,6 +24,7 @@ the last ``average_fraction`` of the run; the whole trace comes back as ArviZ da
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from typing import Sequence
 
@@ -86,7 +87,7 @@ class LearningResult:
 def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params: Sequence[str] | None = None,
           num_steps: int = 500, num_particles: int = 64, K: int = 2, step_size: float = 0.5,
           decay: float = 0.6, optimizer=None, average_fraction: float = 0.5, backward: str = "hybrid",
-          max_trials: int = 32, chunk_size: int = 50, progress: bool = True, seed: int = 0) -> LearningResult:
+          max_trials: int = 8, chunk_size: int = 50, progress: bool = True, seed: int = 0) -> LearningResult:
     """Maximum likelihood by score ascent with PPG (or PaRIS) score estimates (module docstring).
 
     Parameters
@@ -135,37 +136,9 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
     u0, unravel = ravel_pytree(ssm.unconstrain({k: theta0[k] for k in names}))
     T = ys.shape[0]
     ys_j = jnp.asarray(ys, dtype)
-
-    def theta_of(u):
-        return {**fixed, **ssm.constrain(unravel(u))}
-
-    def score(key, u, ref, frozen):
-        f = score_functional(ssm, theta_of, u)
-        if method == "ppg":
-            new_ref, info = _paris.ppg_step(key, ssm, theta_of(u), ys_j, ref, f, N, K=K, backward=backward,
-                                            max_trials=max_trials, frozen=frozen)
-            return info.estimate / T, new_ref, info.finite
-        out = _paris.paris(key, ssm, theta_of(u), ys_j, f, N, K=K, backward=backward, max_trials=max_trials)
-        return out.estimate / T, ref, out.finite
-
     opt_state0 = optimizer.init(u0) if optimizer is not None else jnp.zeros(())
-
-    def one(carry, inp):
-        u, ref, opt_state, ok = carry
-        key, ell = inp
-        s, new_ref, fin = score(key, u, ref, ell > 1.5)  # iteration 1 starts the chain (no reference)
-        fin = fin & jnp.all(jnp.isfinite(s))
-        if optimizer is None:
-            new_u, new_opt = u + step_size * ell ** (-decay) * s, opt_state
-        else:
-            upd, new_opt = optimizer.update(-s, opt_state, u)
-            new_u = u + upd
-        keep = ok & fin  # a non-finite estimate freezes the run (reported through `finite`)
-        sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(keep, x, y), a, b)
-        u, ref, opt_state = sel(new_u, u), sel(new_ref, ref), sel(new_opt, opt_state)
-        return (u, ref, opt_state, keep), (u, s)
-
-    chunk = jax.jit(lambda carry, keys, ells: lax.scan(one, carry, (keys, ells)))
+    chunk = _chunk_program(ssm, method, names, N, K, backward, max_trials, optimizer)
+    rm = jnp.asarray([step_size, decay], dtype)
     key = jax.random.key(int(seed))
     _, k_run = jax.random.split(key)
     # the starting path comes from the first iteration's unconditional sweep inside the compiled chunk
@@ -182,7 +155,7 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
             stop = min(start + chunk_size, num_steps)
             ells = jnp.arange(start + 1, stop + 1, dtype=dtype)
             # a shorter last chunk compiles once more (jit specialises on its length)
-            c2, (u_c, s_c) = chunk(carry, keys[start:stop], ells)
+            c2, (u_c, s_c) = chunk(carry, keys[start:stop], ells, ys_j, fixed, rm)
             carry = c2
             us.append(np.asarray(u_c))
             ss.append(np.asarray(s_c))
@@ -199,6 +172,45 @@ def learn(ssm: StateSpaceModel, ys, theta0=None, method: str = "ppg", *, params:
     se = win.std(0) / np.sqrt(max(1, n_avg - 1))
     converged = bool(finite and n_avg > 1 and np.all(np.abs(win.mean(0)) <= 3 * se))
     return LearningResult(theta_avg, theta_last, trace, ss, finite, num_steps, method, secs, converged)
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_program(ssm, method, names, N, K, backward, max_trials, optimizer):
+    """The jitted chunk of `learn` iterations for one static configuration, cached so that repeated calls
+    (other data of the same length, other start values, step sizes or seeds) reuse the compiled program
+    instead of compiling it again (about 6 s of CPU each). Data, fixed parameters and the Robbins-Monro
+    constants ``(γ_0, α)`` are arguments; the unconstrained layout comes from the model's parameter shapes."""
+    _, unravel = ravel_pytree(ssm.unconstrain({k: ssm.theta[k] for k in names}))
+
+    def one(carry, inp, ys, fixed, rm):
+        T = ys.shape[0]
+        u, ref, opt_state, ok = carry
+        key, ell = inp
+
+        def theta_of(v):
+            return {**fixed, **ssm.constrain(unravel(v))}
+
+        f = score_functional(ssm, theta_of, u)
+        if method == "ppg":  # iteration 1 starts the chain (no reference): its sweep runs unfrozen
+            new_ref, info = _paris.ppg_step(key, ssm, theta_of(u), ys, ref, f, N, K=K, backward=backward,
+                                            max_trials=max_trials, frozen=ell > 1.5)
+            s, fin = info.estimate / T, info.finite
+        else:
+            out = _paris.paris(key, ssm, theta_of(u), ys, f, N, K=K, backward=backward, max_trials=max_trials)
+            s, new_ref, fin = out.estimate / T, ref, out.finite
+        fin = fin & jnp.all(jnp.isfinite(s))
+        if optimizer is None:
+            new_u, new_opt = u + rm[0] * ell ** (-rm[1]) * s, opt_state
+        else:
+            upd, new_opt = optimizer.update(-s, opt_state, u)
+            new_u = u + upd
+        keep = ok & fin  # a non-finite estimate freezes the run (reported through `finite`)
+        sel = lambda a, b: jax.tree.map(lambda x, y: jnp.where(keep, x, y), a, b)
+        u, ref, opt_state = sel(new_u, u), sel(new_ref, ref), sel(new_opt, opt_state)
+        return (u, ref, opt_state, keep), (u, s)
+
+    return jax.jit(lambda carry, keys, ells, ys, fixed, rm: lax.scan(
+        lambda c, inp: one(c, inp, ys, fixed, rm), carry, (keys, ells)))
 
 
 # --- Markov score climbing ---------------------------------------------------------------------
@@ -242,7 +254,7 @@ def _mg_marginals(lam):
 
 def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: int = 500, num_particles: int = 32,
                           K: int = 2, step_size: float = 0.05, average_fraction: float = 0.5,
-                          backward: str = "hybrid", max_trials: int = 32, chunk_size: int = 100,
+                          backward: str = "hybrid", max_trials: int = 8, chunk_size: int = 100,
                           seed: int = 0) -> MarkovGaussian:
     r"""Markov score climbing (Naesseth, Lindsten, Blei 2020) for the Markov Gaussian family, driven by the
     PPG kernel: ``ζ_ℓ ~ P_PPG(ζ_{ℓ-1}, ·)`` (which leaves the smoothing law invariant), then

@@ -138,6 +138,8 @@ def _program(ssm, functional, method, N, K, iters, burn_in, num_paths, backward,
     def local(keys, theta, ys, refs):
         return jax.vmap(one, in_axes=(0, None, None, 0))(keys, theta, ys, refs)
 
+    if mesh.size == 1:  # nothing to shard: shard_map's partitioning passes cost about 1 s of compilation
+        return jax.jit(local)
     spec = P(_AXIS)
     return jax.jit(jax.shard_map(local, mesh=mesh, in_specs=(spec, P(), P(), spec), out_specs=spec,
                                  check_vma=False))
@@ -145,7 +147,7 @@ def _program(ssm, functional, method, N, K, iters, burn_in, num_paths, backward,
 
 def smooth(ssm: StateSpaceModel, ys, functional="moments", method: str = "ppg", num_particles: int = 128, *,
            K: int = 2, num_iterations: int = 10, burn_in: int = 2, num_replicates: int = 8,
-           num_paths: int | None = None, backward: str = "hybrid", max_trials: int = 32,
+           num_paths: int | None = None, backward: str = "hybrid", max_trials: int = 8,
            scheme: str = "systematic", ess_threshold: float = 1.0, theta=None, reference=None,
            seed: int = 0) -> SmoothingResult:
     """Estimate ``E[h(x_{0:T-1}) | y_{0:T-1}]`` for an additive functional ``h`` (module docstring).

@@ -25,6 +25,7 @@ model built with ``allow_missing=True``; otherwise `check_observations` rejects 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import Callable, Mapping, NamedTuple
 
@@ -208,19 +209,31 @@ class StateSpaceModel:
         num_steps = check_int("num_steps", num_steps, 2)
         theta = self.theta if theta is None else self.check_theta(theta)
         key = jax.random.key(seed) if isinstance(seed, (int, np.integer)) else seed
+        xs, ys = _simulator(self, num_steps)(key, theta)
+        return np.asarray(xs), np.asarray(ys)
+
+
+@functools.lru_cache(maxsize=64)
+def _simulator(model: StateSpaceModel, num_steps: int):
+    """`StateSpaceModel.simulate` as one compiled program per ``(model, T)``, cached: run eagerly, its
+    operations each compiled apart (about 1.2 s of CPU per new length, 0.2 s jitted)."""
+
+    def run(key, theta):
         k0, kx, ky = jax.random.split(key, 3)
-        x0 = self.init_sample(k0, theta, 1)
+        x0 = model.init_sample(k0, theta, 1)
 
         def step(x, inp):
             k, t = inp
-            x = self.transition_sample(k, theta, t, x)
+            x = model.transition_sample(k, theta, t, x)
             return x, x[0]
 
         _, rest = jax.lax.scan(step, x0, (jax.random.split(kx, num_steps - 1), jnp.arange(1, num_steps)))
         xs = jnp.concatenate([x0, rest], 0)
-        ys = jax.vmap(lambda k, t, x: self.obs_sample(k, theta, t, x[None])[0])(
+        ys = jax.vmap(lambda k, t, x: model.obs_sample(k, theta, t, x[None])[0])(
             jax.random.split(ky, num_steps), jnp.arange(num_steps), xs)
-        return np.asarray(xs), np.asarray(ys)
+        return xs, ys
+
+    return jax.jit(run)
 
 
 # --- Gaussian helpers -------------------------------------------------------------------------

@@ -86,7 +86,7 @@ class ParisOutput(NamedTuple):
 
 def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, *, K: int = 2,
           scheme: str = "systematic", ess_threshold: float = 1.0, backward: str = "hybrid",
-          max_trials: int = 32, reference=None, frozen=True, store: bool = False) -> ParisOutput:
+          max_trials: int = 8, reference=None, frozen=True, store: bool = False) -> ParisOutput:
     """PaRIS along a bootstrap filter, or along conditional SMC when ``reference (T, d)`` is given.
 
     ``frozen`` (a bool, possibly traced; only with ``reference``) False runs the sweep unconditionally
@@ -96,20 +96,38 @@ def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: 
     validated by `driftax.infer.smoothing`.
     """
     ys = jnp.asarray(ys)
+    return _paris(jax.random.split(key, 2 * ys.shape[0] - 1), model, theta, ys, functional, num_particles, K=K,
+                  scheme=scheme, ess_threshold=ess_threshold, backward=backward, max_trials=max_trials,
+                  reference=reference, frozen=frozen, store=store)
+
+
+def _paris(keys, model, theta, ys, functional, num_particles, *, K, scheme, ess_threshold, backward, max_trials,
+           reference, frozen, store) -> ParisOutput:
+    """`paris` from ``2T - 1`` pre-split keys (the initial draw's, then two per step): one split for the sweep
+    rather than one per step (each random-number call site inlines a Threefry block into the program)."""
     T, N = ys.shape[0], num_particles
-    k0, ks = jax.random.split(key)
+    k0 = keys[0]
     ref0 = None if reference is None else reference[0]
     x0, lw0, ll0 = smc.filter_init(k0, model, theta, ys[0], N, ref0, frozen)
     tau0 = jax.vmap(lambda x: functional.init(x, ys[0]))(x0)
 
+    M = N * K
+    n_back = smc.backward_uniforms(backward, model, max_trials, M)
+
     def body(carry, inp):
         x, lw, tau, ll, nfb = carry
         k, t, y, r = inp
-        k_f, k_b = jax.random.split(k)
-        out = smc.filter_step(k_f, model, theta, t, x, lw, y, scheme=scheme, ess_threshold=ess_threshold,
-                              reference=None if reference is None else r, frozen=frozen)
+        # all of the step's uniforms (resampling, accept-reject proposals and tests, exact fall-backs) in one
+        # random-number call, the keys pre-split outside the loop: each call site inlines a Threefry block
+        # into the compiled step; there were nine (over half of its fused kernels), now two (this one and
+        # the model's transition draw)
+        u = jax.random.uniform(k[0], (N + n_back,), lw.dtype)
+        out = smc.filter_step_from_uniforms(u[:N], k[1], model, theta, t, x, lw, y, scheme=scheme,
+                                            ess_threshold=ess_threshold,
+                                            reference=None if reference is None else r, frozen=frozen)
         x_rep = jnp.repeat(out.x, K, axis=0)
-        J, n = smc.backward_indices(k_b, model, theta, t, x, lw, x_rep, method=backward, max_trials=max_trials)
+        J, n = smc.backward_indices_from_uniforms(u[N:], model, theta, t, x, lw, x_rep, method=backward,
+                                                  max_trials=max_trials)
         h = jax.vmap(lambda xp, xn: functional.step(t, xp, xn, y))(x[J], x_rep)
         tau_new = (tau[J] + h).reshape(N, K, -1).mean(1)
         J = J.reshape(N, K)
@@ -119,7 +137,7 @@ def paris(key, model, theta, ys, functional: AdditiveFunctional, num_particles: 
     refs = reference[1:] if reference is not None else jnp.zeros((T - 1,))
     (x, lw, tau, ll, nfb), hist = lax.scan(
         body, (x0, lw0, tau0, ll0, jnp.int32(0)),
-        (jax.random.split(ks, T - 1), jnp.arange(1, T), ys[1:], refs))
+        (keys[1:].reshape(T - 1, 2), jnp.arange(1, T), ys[1:], refs))
     W = jax.nn.softmax(lw)
     est = W @ tau
     particles = back = None
@@ -144,7 +162,7 @@ def _path_from(key, out: ParisOutput):
 
 
 def ppg_step(key, model, theta, ys, reference, functional: AdditiveFunctional, num_particles: int, *,
-             K: int = 2, backward: str = "hybrid", max_trials: int = 32, frozen=True):
+             K: int = 2, backward: str = "hybrid", max_trials: int = 8, frozen=True):
     """One PPG kernel step: ``(new reference (T, d), PPGStepInfo)`` (module docstring).
 
     With ``frozen`` False (a bool, possibly traced) the sweep ignores ``reference``: PaRIS on an
@@ -152,14 +170,15 @@ def ppg_step(key, model, theta, ys, reference, functional: AdditiveFunctional, n
     path one backward-sampled path through that filter, which is how a PPG chain starts without a
     reference inside the same compiled sweep (`ppg`, `driftax.infer.learning`).
     """
-    k_run, k_path = jax.random.split(key)
-    out = paris(k_run, model, theta, ys, functional, num_particles, K=K, backward=backward,
-                max_trials=max_trials, reference=reference, frozen=frozen, store=True)
-    return _path_from(k_path, out), PPGStepInfo(out.estimate, out.loglik, out.fallbacks, out.finite)
+    ys = jnp.asarray(ys)
+    keys = jax.random.split(key, 2 * ys.shape[0])  # the sweep's 2T - 1 keys and the path's
+    out = _paris(keys[:-1], model, theta, ys, functional, num_particles, K=K, scheme="systematic", ess_threshold=1.0,
+                 backward=backward, max_trials=max_trials, reference=reference, frozen=frozen, store=True)
+    return _path_from(keys[-1], out), PPGStepInfo(out.estimate, out.loglik, out.fallbacks, out.finite)
 
 
 def initial_reference(key, model, theta, ys, num_particles: int, *, backward: str = "hybrid",
-                      max_trials: int = 32):
+                      max_trials: int = 8):
     """A first reference: one backward-sampled path through a bootstrap filter of ``num_particles``
     (systematic resampling). `ppg` does not call it: its first, unconditional sweep gives the same kind
     of path without compiling a second filter."""
@@ -181,7 +200,7 @@ class PPGOutput(NamedTuple):
 
 
 def ppg(key, model, theta, ys, functional: AdditiveFunctional, num_particles: int, num_iterations: int,
-        burn_in: int, *, K: int = 2, reference=None, backward: str = "hybrid", max_trials: int = 32) -> PPGOutput:
+        burn_in: int, *, K: int = 2, reference=None, backward: str = "hybrid", max_trials: int = 8) -> PPGOutput:
     """The PPG roll-out: ``num_iterations`` kernel steps from ``reference``, averaging the estimates of
     steps ``burn_in+1 .. num_iterations``.
 
@@ -190,15 +209,14 @@ def ppg(key, model, theta, ys, functional: AdditiveFunctional, num_particles: in
     the freezing switched off (`ppg_step` with ``frozen=False``), whose estimate is discarded. One
     sweep body serves all ``num_iterations + 1`` sweeps, so the program compiles one filter, not two.
     """
-    k_init, k_steps = jax.random.split(key)
-    keys = jax.random.split(k_steps, num_iterations)
+    keys = jax.random.split(key, num_iterations + 1)
     start = reference is None
     if start:
         ys_ = jnp.asarray(ys)
         reference = jnp.zeros((ys_.shape[0], model.state_dim), ys_.dtype)  # ignored by the first sweep
-        keys = jnp.concatenate([k_init[None], keys])
         frozen = jnp.arange(num_iterations + 1) > 0
     else:
+        keys = keys[1:]
         frozen = jnp.ones((num_iterations,), bool)
 
     def body(ref, inp):

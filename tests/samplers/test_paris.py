@@ -15,9 +15,10 @@ from driftax.infer.smoothing import smooth
 from driftax.models import ssm
 
 SEED = 0
-# linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0) as the CLI builds it: the same object as in
-# tests/infer/test_smoothing.py, so runs of the same sizes there reuse these compiled programs
-M1 = build_model("lgssm")
+# linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0, allow_missing=True) as the CLI builds it: the same object as in
+# tests/infer/test_smoothing.py (whose missing-data, sharding and CLI runs need allow_missing), so runs of the
+# same sizes there reuse these compiled programs; on data without NaN it is the plain model
+M1 = build_model("lgssm", allow_missing=True)
 A3 = np.array([[0.8, 0.1, 0.0], [-0.1, 0.7, 0.2], [0.0, 0.1, 0.6]])
 C3 = np.array([[1.0, 0.0, 0.5], [0.0, 1.0, -0.3]])
 M3 = ssm.linear_gaussian(A3, C3, np.diag([0.5, 0.4, 0.3]), np.diag([0.6, 0.8]), np.array([0.5, -0.2, 0.1]),
@@ -64,26 +65,64 @@ def test_estimates_match_the_kalman_smoother_3d(data3, method):
     assert np.all(np.abs(r.estimate - truth(M3, data3)) <= 5 * r.mc_error)
 
 
+R_EXACT, N_EXACT = 400, 16
+
+
+@pytest.fixture(scope="module")
+def exact_start(data1):
+    """One PPG kernel step with N = 16 from each of 400 exact smoothing paths (one compiled program, shared by
+    the stationarity and invariance tests): the exact paths, the run and the Kalman smoother."""
+    refs = ssm.kalman_sample_paths(M1, data1, R_EXACT, seed=SEED + 10)
+    r = smooth(M1, data1, "moments", "ppg", N_EXACT, num_iterations=1, burn_in=0, num_replicates=R_EXACT,
+               reference=refs, seed=SEED)
+    return refs, r, ssm.kalman_smoother(M1, data1)
+
+
 @pytest.mark.slow
-def test_ppg_from_an_exact_path_is_unbiased_at_its_first_iteration(data1):
+def test_ppg_from_an_exact_path_is_unbiased_at_its_first_iteration(data1, exact_start):
     """Stationarity: ζ ~ smoothing law ⇒ E[Π̂_1] = truth, with only N = 16 particles for T = 100, where plain
     PaRIS is visibly biased (measured on this data: -15.3 ± 0.9 on the cross moment, 400 replicates).
     The contrast runs the same compiled program from references off the smoothing law (the exact paths
     shifted by 0.5, under one smoothing sd): its first iteration is biased and the test sees it, so the
     property under test is the reference's law, not something every run has."""
-    R, N = 400, 16
-    refs = ssm.kalman_sample_paths(M1, data1, R, seed=SEED + 10)[:, :, :]
+    refs, r, _ = exact_start
     exact = truth(M1, data1)
 
-    def first_iteration(references, seed):
-        r = smooth(M1, data1, "moments", "ppg", N, num_iterations=1, burn_in=0, num_replicates=R,
-                   reference=references, seed=seed)
-        est = r.per_iteration[:, 0]
-        return est.mean(0) - exact, est.std(0, ddof=1) / np.sqrt(R)
+    def summary(run):
+        est = run.per_iteration[:, 0]
+        return est.mean(0) - exact, est.std(0, ddof=1) / np.sqrt(R_EXACT)
 
-    bias, se = first_iteration(refs, SEED)
+    bias, se = summary(r)
     # 4.5 se over 2 components (R = 400: se is well estimated), P(false alarm) < 1e-4; seeds 0-4: |z| <= 2.2
     assert np.all(np.abs(bias) <= 4.5 * se)
-    bias, se = first_iteration(refs + 0.5, SEED + 1)
+    bias, se = summary(smooth(M1, data1, "moments", "ppg", N_EXACT, num_iterations=1, burn_in=0,
+                              num_replicates=R_EXACT, reference=refs + 0.5, seed=SEED + 1))
     # shifted start: Σx off by +12.1 to +12.3 (z 39-44) over seeds 0-4; required here > 5 se
     assert bias[0] > 5 * se[0]
+
+
+@pytest.mark.slow
+def test_conditional_smc_leaves_the_smoothing_law_invariant(exact_start):
+    """Exact Kalman paths in, one conditional-SMC sweep with PaRIS and a backward-sampled new path out (N = 16,
+    T = 100, 400 replicates): the new paths still follow the Kalman smoothing law, time by time (means,
+    variances, lag-one covariances) and in the whole-path sums the functionals use. The truth is the RTS
+    smoother (tested against dense Gaussian conditioning in tests/models/test_ssm.py)."""
+    refs, r, ks = exact_start
+    R = R_EXACT
+    new = np.asarray(r.paths[:, 0, :, 0], np.float64)
+    old = np.asarray(refs[:, :, 0], np.float64)
+    # the kernel moves: the new path leaves the reference at most times (a kernel that returned its input
+    # would pass every law check below)
+    assert np.mean(np.abs(new - old) > 0) > 0.5
+    mean, var = ks.means[:, 0], ks.covs[:, 0, 0]
+    # 100 time points, three statistics each, 5 sd per check: P(false alarm) < 300 x 5.7e-7 (normal tails;
+    # the sample variance's sd is var sqrt(2 / (R - 1)) for Gaussian draws, lag-one covariance's is at most
+    # sqrt((v_t v_{t+1} + c_t^2) / R))
+    assert np.all(np.abs(new.mean(0) - mean) < 5 * np.sqrt(var / R))
+    assert np.all(np.abs(new.var(0, ddof=1) - var) < 5 * var * np.sqrt(2 / (R - 1)))
+    c = ks.cross_covs[:, 0, 0]
+    cov = np.array([np.cov(new[:, t], new[:, t + 1])[0, 1] for t in range(new.shape[1] - 1)])
+    assert np.all(np.abs(cov - c) < 5 * np.sqrt((var[:-1] * var[1:] + c ** 2) / R))
+    # whole-path sums: Σ x_t and Σ (x_t - m_t)^2 against Σ m_t and Σ v_t, se from the replicates (R = 400)
+    for stat, target in ((new.sum(1), mean.sum()), (((new - mean) ** 2).sum(1), var.sum())):
+        assert abs(stat.mean() - target) < 5 * stat.std(ddof=1) / np.sqrt(R)
