@@ -93,11 +93,11 @@ def test_ppg_from_an_exact_path_is_unbiased_at_its_first_iteration(data1, exact_
         return est.mean(0) - exact, est.std(0, ddof=1) / np.sqrt(R_EXACT)
 
     bias, se = summary(r)
-    # 4.5 se over 2 components (R = 400: se is well estimated), P(false alarm) < 1e-4; seeds 0-4: |z| <= 2.2
+    # 4.5 se over 2 components (R = 400: se is well estimated), P(false alarm) < 1e-4; seeds 0-4: |z| <= 2.4
     assert np.all(np.abs(bias) <= 4.5 * se)
     bias, se = summary(smooth(M1, data1, "moments", "ppg", N_EXACT, num_iterations=1, burn_in=0,
                               num_replicates=R_EXACT, reference=refs + 0.5, seed=SEED + 1))
-    # shifted start: Σx off by +12.1 to +12.3 (z 39-44) over seeds 0-4; required here > 5 se
+    # shifted start: Σx off by z 37.6-46.5 over seeds 0-4; required here > 5 se
     assert bias[0] > 5 * se[0]
 
 
@@ -110,14 +110,15 @@ def test_conditional_smc_leaves_the_smoothing_law_invariant(exact_start):
     refs, r, ks = exact_start
     R = R_EXACT
     new = np.asarray(r.paths[:, 0, :, 0], np.float64)
-    old = np.asarray(refs[:, :, 0], np.float64)
+    old = np.asarray(np.float32(refs[:, :, 0]), np.float64)  # the reference as the float32 run received it
     # the kernel moves: the new path leaves the reference at most times (a kernel that returned its input
-    # would pass every law check below)
-    assert np.mean(np.abs(new - old) > 0) > 0.5
+    # would pass every law check below); measured 0.869-0.873 of the states over seeds 0-4
+    assert np.mean(new != old) > 0.5
     mean, var = ks.means[:, 0], ks.covs[:, 0, 0]
     # 100 time points, three statistics each, 5 sd per check: P(false alarm) < 300 x 5.7e-7 (normal tails;
     # the sample variance's sd is var sqrt(2 / (R - 1)) for Gaussian draws, lag-one covariance's is at most
-    # sqrt((v_t v_{t+1} + c_t^2) / R))
+    # sqrt((v_t v_{t+1} + c_t^2) / R)). Seeds 0-4: worst |z| 3.08 (means), 3.48 (variances), 3.19 (covariances),
+    # 1.88 (the two sums)
     assert np.all(np.abs(new.mean(0) - mean) < 5 * np.sqrt(var / R))
     assert np.all(np.abs(new.var(0, ddof=1) - var) < 5 * var * np.sqrt(2 / (R - 1)))
     c = ks.cross_covs[:, 0, 0]
