@@ -18,10 +18,12 @@ mean :math:`\mu_j` and sd :math:`\sigma_j`:
   Sinkhorn-Newton-Sparse (`driftax.transport.sinkhorn_divergence`), on at most ``ot_points`` of each
   (drawn without replacement, reproducibly from ``seed``), :math:`\varepsilon` = 0.05 x the mean cost.
   Zero for identical sets; it grows with any difference in law, not only in the first two moments.
+  ``None`` (with a warning) when a solve does not converge (draws far from the reference: a funnel's neck).
 """
 from __future__ import annotations
 
 import math
+import warnings
 
 import arviz as az
 import numpy as np
@@ -142,8 +144,13 @@ def score(draws, reference, *, grad_evals: float | None = None, seconds: float |
         ix = rng.choice(len(x_flat), min(ot_points, len(x_flat)), replace=False)
         iy = rng.choice(len(r_flat), min(ot_points, len(r_flat)), replace=False)
         a = None if w is None else w[ix] / w[ix].sum()
-        ot = float(sinkhorn_divergence((x_flat[ix] - mu) / sd, (r_flat[iy] - mu) / sd, a=a, method="sns",
-                                       dtype=np.float64))
+        try:
+            ot = float(sinkhorn_divergence((x_flat[ix] - mu) / sd, (r_flat[iy] - mu) / sd, a=a, method="sns",
+                                           dtype=np.float64))
+        except ValueError as err:  # an unconverged solve: no distance rather than a wrong one, and the
+            if "did not converge" not in str(err):  # other metrics of the run are kept
+                raise
+            warnings.warn(f"ot_distance: {err}; reported as None", RuntimeWarning, stacklevel=2)
     out.update(
         mean_err=float(np.max(np.abs(m - mu) / sd)),
         sd_err=float(np.max(np.abs(s / sd - 1.0))),
