@@ -90,6 +90,10 @@ class Method:
         The loop jits it once over all chains, sharded over devices.
     mass_matrices
         The ``mass_matrix`` settings the method accepts (besides ``None``).
+    default_mass_matrix
+        What ``mass_matrix="auto"`` means for it: ``"diag"``, or ``None`` where a metric changes the
+        meaning of a step size the caller fixes (spherical Langevin, which has no acceptance rate
+        to tune its step by).
     dense_metric
         ``inverse_mass_matrix -> what step takes`` for a dense metric, computed once per block of
         steps: ``(M^{-1}, its Cholesky factor)`` by default; MCLMC's isokinetic integrator takes
@@ -117,6 +121,7 @@ class Method:
     warmup_step: Callable | None = None
     adapt: Callable | None = None
     mass_matrices: tuple[str, ...] = ("diag", "dense")
+    default_mass_matrix: str | None = "diag"
     dense_metric: Callable = _cholesky_pair
     takes_step_size: bool = True
     param_names: tuple[str, ...] = ()
@@ -255,7 +260,9 @@ register(Method(
     param_names=("L",),
 ))
 
-# Spherical Langevin on S^{d-1}: the target's log-density is read on the unit sphere.
+# Spherical Langevin on S^{d-1}: the target's log-density is read on the unit sphere. A metric
+# (the warm-up's estimate of the covariance of theta, when asked for) enters through P M P and the
+# divergence term -d P M theta (samplers.langevin); the step size is then in the metric's units.
 register(Method(
     name="spherical",
     init=langevin.spherical_init,
@@ -263,8 +270,8 @@ register(Method(
     noise_size=langevin.spherical_noise_size,
     build_kernel=langevin.spherical_build_kernel,
     default_step_size=0.01,
-    takes_metric=False,
     reports_acceptance=False,
+    default_mass_matrix=None,
 ))
 
 

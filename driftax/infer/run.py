@@ -110,8 +110,10 @@ def sample(
     step_size
         Initial (or, with ``adapt_step_size=False``, fixed) step size; default: the method's.
     mass_matrix
-        ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: ``"diag"`` for
-        kernels that take a metric, ``None`` for those that do not (``"spherical"``).
+        ``"diag"``, ``"dense"`` or ``None`` (identity, not adapted); ``"auto"``: the method's
+        ``default_mass_matrix``, ``"diag"`` but for ``"spherical"``, whose fixed step size a metric
+        would rescale: ask for one explicitly, and give the step in its units (the covariance of
+        the draws on the sphere).
         ``"hmc_chees"`` estimates a diagonal one only; ``"mclmc"`` a diagonal or a dense one
         (`driftax.samplers.mclmc.warmup`).
     target_acceptance
@@ -238,7 +240,7 @@ def _validate(target, method, *, num_chains, num_samples, num_warmup, thinning, 
     if mass_matrix not in ("auto", "diag", "dense", None):
         raise ValueError(f"mass_matrix must be 'auto', 'diag', 'dense' or None, got {mass_matrix!r}")
     if mass_matrix == "auto":
-        mass_matrix = "diag" if method.takes_metric else None
+        mass_matrix = method.default_mass_matrix if method.takes_metric else None
     if mass_matrix is not None and not method.takes_metric:
         raise ValueError(f"method {method.name!r} takes no mass matrix; pass mass_matrix=None")
     if mass_matrix is not None and mass_matrix not in method.mass_matrices:
