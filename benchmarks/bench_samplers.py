@@ -1,15 +1,16 @@
 """The sampler-benchmarking suite's full run: targets with ground truth x methods (`driftax.bench.suite`).
 
-Every method runs on every target twice with the same arguments (the first call compiles, the second
-is timed); the draws are scored by `driftax.bench.score` against the reference (posteriordb's draws,
-or exact draws of gallery targets). Methods run in the outer loop, so the default method (``nuts``)
-covers every target first; the JSON is rewritten after every row, so an interrupted run keeps its
-rows. Prints a Markdown table and, for posteriordb, the acceptance summary: does ``nuts`` reach every
-posterior within 0.1 reference sd in mean, 10 % in sd, R-hat <= 1.01; driftax NUTS's ESS per second
-over each NUTS peer's (median over targets); where ChEES-HMC and MCLMC beat NUTS per gradient.
+Every method runs on every target with the same arguments once to compile, then ``--repeats`` timed
+times (the fastest call kept); the draws are scored by `driftax.bench.score` against the reference
+(posteriordb's draws, or exact draws of gallery targets). Methods run in the outer loop, so the
+default method (``nuts``) covers every target first; the JSON is rewritten after every row, so an
+interrupted run keeps its rows (``--resume`` runs only the pairs it lacks). Prints a Markdown table
+and, for posteriordb, the acceptance summary: does ``nuts`` reach every posterior within 0.1
+reference sd in mean, 10 % in sd, R-hat <= 1.01; driftax NUTS's ESS per second over each NUTS
+peer's (median over targets); where ChEES-HMC and MCLMC beat NUTS per gradient.
 
     python benchmarks/bench_samplers.py [--quick] [--json PATH] [--out DIR] [--targets a,b] [--methods m,n]
-        [--chains 4 --warmup 1000 --draws 1000] [--x64]
+        [--chains 4 --warmup 1000 --draws 1000] [--repeats 3] [--resume] [--x64]
 
 Full: the twelve float32 posteriordb posteriors (``gp_pois_regr`` with ``--x64``) and five gallery targets,
 4 chains x 1,000 warm-up + 1,000 draws. ``--quick``: one posterior (arK) and one gallery target (banana), 4 chains x
@@ -75,6 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--draws", type=int, default=None)
     ap.add_argument("--ot-points", type=int, default=500)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="timed calls per row, the fastest kept (load only slows)")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --json and run only the (target, method) pairs missing there")
     ap.add_argument("--x64", action="store_true", help="float64 (runs gp_pois_regr; every target in float64)")
     args = ap.parse_args(argv)
     import jax
@@ -92,6 +96,16 @@ def main(argv=None) -> int:
         "chains": args.chains, "warmup": warmup, "draws": draws, "seed": args.seed, "x64": bool(args.x64),
         "machine": f"{platform.machine()}, {jax.device_count()} {jax.default_backend()} device(s)"}}
 
+    done = set()
+    if args.resume:
+        if not (args.json and args.json.exists()):
+            ap.error("--resume needs --json PATH of an earlier run")
+        import json
+        earlier = json.loads(args.json.read_text())
+        result["rows"], result["skipped"] = earlier.get("rows", []), earlier.get("skipped", [])
+        done = {(r["target"], r["method"]) for r in result["rows"]}
+        print(f"resuming: {len(done)} rows kept from {args.json}", flush=True)
+
     def on_row(row):
         result["rows"].append(row)
         print(f"{row['target']:22s} {row['method']:13s} mean {row['mean_err']:.3f} sd {row['sd_err']:.3f} "
@@ -104,8 +118,11 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     # methods outer: the default method covers every target before the others start
     for method in suite.check_names("method", methods, suite.known_methods()):
-        out = suite.run_suite(targets, [method], chains=args.chains, warmup=warmup, draws=draws, seed=args.seed,
-                              ot_points=args.ot_points, on_row=on_row, on_error="record")
+        todo = [t for t in suite.check_names("target", targets, suite.known_targets()) if (t, method) not in done]
+        if not todo:
+            continue
+        out = suite.run_suite(todo, [method], chains=args.chains, warmup=warmup, draws=draws, seed=args.seed,
+                              ot_points=args.ot_points, on_row=on_row, on_error="record", repeats=args.repeats)
         for s in out["skipped"]:
             if s not in result["skipped"]:
                 result["skipped"].append(s)

@@ -96,3 +96,12 @@ def test_plain_bench_still_runs_the_scripts():
     assert args.func is bench.run and args.full
     args = build_parser().parse_args(["bench", "samplers", "--targets", "arK", "--quick", "--json", "x.json"])
     assert args.func is bench.run_samplers and args.quick and args.targets == "arK"
+
+
+def test_json_safe_turns_numpy_values_and_non_finite_floats_into_json():
+    value = {"a": [np.float32(1.5), np.int64(3), np.bool_(True), float("nan")],
+             "b": {"c": np.array([1.0, np.inf]), "d": (np.float64(-np.inf), "text", None)}}
+    out = suite.json_safe(value)
+    assert out == {"a": [1.5, 3, True, None], "b": {"c": [1.0, None], "d": [None, "text", None]}}
+    assert json.loads(json.dumps(out, allow_nan=False)) == out  # strict JSON: no NaN/Infinity tokens
+    assert type(out["a"][1]) is int and type(out["a"][2]) is bool
