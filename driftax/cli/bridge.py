@@ -31,7 +31,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--loss", choices=_LOSSES, default="lv", help="lv = log-variance, kl = reverse KL")
     p.add_argument("--steps", type=int, default=800, help="gradient steps")
     p.add_argument("--batch", type=int, default=256, help="paths per gradient step")
-    p.add_argument("--time-steps", type=int, default=50, help="SDE solver steps")
+    p.add_argument("--time-steps", type=int, default=100,
+                   help="SDE solver steps (at 50 the step limited DIS-LV on GMM-9 to ESS 0.49-0.59 over seeds; 100: "
+                        "0.63-0.70)")
     p.add_argument("--lr", type=float, default=5e-3, help="Adam learning rate (decayed to 2%%)")
     p.add_argument("--exploration", type=float, default=0.0, help="off-policy noise of the LV loss")
     p.add_argument("--no-score", action="store_true",

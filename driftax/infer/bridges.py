@@ -127,12 +127,14 @@ class TrainedBridge:
         chunk = min(num_samples, batch_size)
         mesh = batch_mesh(chunk, _AXIS, what="batch_size")
         sharding = NamedSharding(mesh, P(_AXIS, None))
+        # replicated on the mesh, as training leaves it: trained and loaded controls share one program
+        control = jax.device_put(self.control, NamedSharding(mesh, P()))
         xs, lws = [], []
         done = 0
         while done < num_samples:
             key, sub = jax.random.split(key)
             noise = _sharded_noise(sub, self.config, chunk, mesh)
-            paths = dfn.simulate(self.control, self.config, self.target.logdensity_fn, noise, sharding=sharding)
+            paths = dfn.simulate(control, self.config, self.target.logdensity_fn, noise, sharding=sharding)
             take = min(chunk, num_samples - done)
             xs.append(np.asarray(paths.x)[:take])
             lw = np.where(np.asarray(paths.alive), -np.asarray(paths.rnd, np.float64), -np.inf)
@@ -220,7 +222,8 @@ def _saved_config(path, header) -> dfn.BridgeConfig:
 
 
 def _deserialise(path, blob, cfg: dfn.BridgeConfig) -> dfn.BridgeControl:
-    skeleton = dfn.init_control(cfg, jax.random.key(0))
+    # shapes only: a process that loads without training never compiles the initialiser
+    skeleton = eqx.filter_eval_shape(dfn.init_control, cfg, jax.random.key(0))
     try:
         return eqx.tree_deserialise_leaves(io.BytesIO(blob), skeleton)
     except Exception as err:  # truncated file, or weights of another layout under a matching header
@@ -408,7 +411,7 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
     else:
         if not isinstance(init, dfn.BridgeControl):
             raise TypeError(f"init must be a BridgeControl, got {type(init).__name__}")
-        skeleton = dfn.init_control(cfg, k_init)
+        skeleton = eqx.filter_eval_shape(dfn.init_control, cfg, k_init)  # shapes only, nothing compiled
         if jax.tree.structure(skeleton) != jax.tree.structure(init) or any(
                 a.shape != b.shape for a, b in zip(jax.tree.leaves(skeleton), jax.tree.leaves(init))):
             raise ValueError("init does not match the bridge configuration (dimension, width, layers, "
@@ -422,7 +425,9 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
     spec = _TrainSpec(cfg, loss, target.logdensity_fn, hyper, ema_decay, exploration, batch_size, mesh, clip_warmup,
                       num_steps)
 
-    carry = (params, opt_state, params)
+    # replicated on the mesh from the start: the chunk returns its carry with this sharding, and an
+    # unplaced first carry made the second chunk trace and compile the whole training program again
+    carry = jax.device_put((params, opt_state, params), NamedSharding(mesh, P()))
     hist = {k: [] for k in ("loss", "ess", "log_Z", "dropped", "skipped")}
     bar = None
     if progress:
