@@ -174,7 +174,7 @@ def sample(
             progs, states, jax.random.fold_in(key_rng, _ADAPT_STREAM), opts, bar)
     else:
         states, rng_state, step, imm, warmup_divergences, warmup_grads = _warm_up(
-            progs, states, rng_state, opts, layout, target.dim, bar, first_metric)
+            progs, states, rng_state, opts, layout, target.dim, mesh, bar, first_metric)
         params = ()
     states, posterior, stats, sampling_grads = _draw(progs, states, rng_state, step, imm, params, target, opts,
                                                      layout, bar)
@@ -392,7 +392,7 @@ def _start(progs: "_Programs", positions: np.ndarray, key_rng, mesh: Mesh):
     return states, place(rng_states, mesh, P(_AXIS))
 
 
-def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, bar,
+def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Layout, dim: int, mesh: Mesh, bar,
              first_metric=None):
     """Run the warm-up chunks; return the states, the generator, the adapted step size and inverse
     mass matrix, the number of divergent warm-up steps and the gradient evaluations (all chains)."""
@@ -401,6 +401,10 @@ def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Lay
     elif first_metric is None:  # identity until the first slow window closes
         first_metric = jnp.eye(dim, dtype=opts.dtype) if opts.mass_matrix == "dense" else jnp.ones(dim, opts.dtype)
     ad_state = progs.ad_init(opts.step_size, None if first_metric is None else jnp.asarray(first_metric, opts.dtype))
+    # Replicated on the mesh as the warm-up program returns it: a state of another sharding would
+    # make the second chunk's call compile the whole warm-up program again (it did, doubling the
+    # compile time of every warmed-up run).
+    ad_state = jax.tree.map(lambda a: place(a, mesh, P()), ad_state)
     divergences, grad_evals = 0, 0.0
     per_chunk = layout.w_chunk // layout.block
 
