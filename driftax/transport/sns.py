@@ -19,7 +19,8 @@ The dual (see :mod:`driftax.transport.problem`) is maximised over ``z = (f, g)``
    Jacobi-preconditioned conjugate gradient (the system is consistent when ``sum a = sum b``, also in the
    singular case ``S = P``). A backtracking (Armijo) line search on ``D`` follows; when no step length improves
    ``D`` (or, at round-off level near the optimum, the marginal error), ``fallback_sweeps`` Sinkhorn sweeps are
-   taken instead, which keeps the method globally convergent.
+   taken instead (in the log domain, :func:`driftax.transport.sinkhorn.fixed_log_sweeps`), which keeps the method
+   globally convergent.
 3. *Continuation* (ours; Kosowsky & Yuille 1994, Schmitzer 2019 for Sinkhorn): where the Newton stage at ``eps``
    stalls (a line search finds no ascent, or the error stops improving) - typical of ground costs whose OT is
    not unique, such as L1 on a grid, for which the paper lengthens the warm start to 700 sweeps - it is
@@ -68,7 +69,7 @@ from driftax.transport.problem import (
     validate_problem,
     warn_if_float32,
 )
-from driftax.transport.sinkhorn import fixed_sweeps, maybe, unpad
+from driftax.transport.sinkhorn import fixed_log_sweeps, fixed_sweeps, maybe, unpad
 
 __all__ = ["sns", "sns_batch", "SNSOptions", "newton_stage", "choose_budget"]
 
@@ -329,7 +330,7 @@ def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg=500, max_ba
         t_state = jax.lax.while_loop(ls_cond, ls_body, t_state)
 
         def do_sweeps():
-            f2, g2 = fixed_sweeps(a, b, cost, eps, f, g, fallback_sweeps)
+            f2, g2 = fixed_log_sweeps(a, b, cost, eps, f, g, fallback_sweeps)  # (log domain: see there)
             return (f2, g2) + _state(a, b, cost, eps, f2, g2, norm), fallback_sweeps
 
         accepted = t_state[2]
@@ -381,6 +382,14 @@ def _budget_from_curve(curve, mass_tol, k_min, k_max):
     while k < k_max and curve[k - 1] < 1.0 - mass_tol:
         k = min(2 * k, k_max)
     return int(k)
+
+
+def _width(k: int, m: int, M: int) -> int:
+    """Entries kept per row for a budget of ``k`` on a problem with ``m`` columns padded to ``M``: ``k``, or all ``M``
+    columns once ``k`` covers the ``m`` real ones (the padded columns hold exact zeros, so the Newton step is the
+    same), so that every dense budget of a padding bucket shares one compiled stage (``k = m`` compiled one per
+    size)."""
+    return M if k >= m else k
 
 
 def choose_budget(f, g, cost, eps, mass_tol: float = 1e-3, k_min: int = 8, k_max: int = 256,
@@ -562,8 +571,12 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
 
         def budget(f, g, e):
             if opts.density is not None:
-                return max(1, min(m, math.ceil(opts.density * m)))
-            return choose_budget(f, g, c_, e, opts.mass_tol, k_max=opts.k_max, n=n, m=m) if concrete else min(m, 64)
+                k = max(1, min(m, math.ceil(opts.density * m)))
+            elif concrete:
+                k = choose_budget(f, g, c_, e, opts.mass_tol, k_max=opts.k_max, n=n, m=m)
+            else:
+                k = min(m, 64)
+            return _width(k, m, c_.shape[1])
 
         def run_stages(f, g, factors, patience):
             out = []
@@ -590,7 +603,7 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
             last = last if math.isfinite(last) else math.inf
             final = 0 if math.isfinite(first) and first < last else len(stages) - 1
         res = _assemble(a_, b_, c_, eps, tol_, np.int32(sweeps), tuple(st for st, _ in stages),
-                        np.asarray(stages[final][1] / m, np.dtype(c_.dtype)), np.int32(final), norm=norm,
+                        np.asarray(min(stages[final][1], m) / m, np.dtype(c_.dtype)), np.int32(final), norm=norm,
                         warm_start=warm_start, max_newton=max_iter, history_every=history_every)
         return unpad(res, n, m)._replace(cost=c_o)
 
@@ -604,7 +617,8 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
     ``(B,)``; the other arguments as in :func:`sns`, and the same result for each problem (an :class:`OTResult`
     with a leading batch axis). What :func:`sns` decides per problem in Python is decided per batch here: the
     sparsity budget ``k`` (``density=None``) is the largest of the problems' budgets, and the problems whose
-    Newton stage stalls are restarted through the epsilon continuation together, as a sub-batch.
+    Newton stage stalls are restarted through the epsilon continuation together (in the batch's own programs, the
+    other problems taking no step).
 
     Cost per problem. Each stage is one compiled program for the batch (:func:`driftax.transport.problem.map_problems`:
     ``shard_map`` over devices, then on CPU a ``lax.map`` of single problems, so that a problem costs what its single
@@ -636,65 +650,62 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
         stage_tol_ = jnp.asarray(opts.stage_tol, c_.dtype) * jnp.sum(a_, axis=1)
         tol_b = jnp.broadcast_to(tol_, (B,))
 
-        def budget(f, g, c, e):
-            if opts.density is not None:
-                return max(1, min(m, math.ceil(opts.density * m)))
-            return max(_budget_batch(f, g, c, e, opts.mass_tol, opts.k_max, n, m))
+        M = c_.shape[2]
 
-        def run_stages(idx, f, g, factors, patience):
-            aa, bb, cc, ee = (x if idx is None else x[idx] for x in (a_, b_, c_, eps))
+        def budget(f, g, c, e, active):
+            if opts.density is not None:
+                k = max(1, min(m, math.ceil(opts.density * m)))
+            else:
+                k = max(k for k, on in zip(_budget_batch(f, g, c, e, opts.mass_tol, opts.k_max, n, m), active) if on)
+            return _width(k, m, M)
+
+        def run_stages(f, g, factors, patience, active):
+            # (inactive problems get an infinite tolerance: their stages take no step)
+            off = jnp.asarray(~active)
             out = []
             for factor in factors + (None,):
-                e = ee if factor is None else ee * factor
-                k = budget(f, g, cc, e)
-                t = (tol_b if factor is None else stage_tol_)
-                t = t if idx is None else t[idx]
+                e = eps if factor is None else eps * factor
+                k = budget(f, g, c_, e, active)
+                t = jnp.where(off, jnp.inf, tol_b if factor is None else stage_tol_)
                 pat = np.int32(patience if factor is None else 0)
-                st = _newton_batch(aa, bb, cc, e, f, g, t, *scalars, *counts, pat, k=k,
-                                   mesh=mesh if idx is None else None, **stage_kw)
+                st = _newton_batch(a_, b_, c_, e, f, g, t, *scalars, *counts, pat, k=k, mesh=mesh, **stage_kw)
                 out.append((st, k))
                 f, g = st.f, st.g
             return out
 
+        everyone = np.ones(B, bool)
         e_start = eps * factors[0] if factors else eps
-        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, np.int32(warm_start), mesh=mesh)
-        stages = run_stages(None, fw, gw, factors, opts.patience if auto else 0)
-        k_final = stages[-1][1]
-        res = _assemble_batch(a_, b_, c_, eps, tol_b, jnp.full((B,), warm_start, jnp.int32),
-                              tuple(st for st, _ in stages), jnp.full((B,), k_final / m, c_.dtype),
-                              np.int32(len(stages) - 1), norm=norm, warm_start=warm_start, max_newton=max_iter,
-                              history_every=history_every)
+        fw, gw = _warm_batch(a_, b_, c_, e_start, f0, g0, np.full(B, warm_start, np.int32), mesh=mesh)
+        stages = run_stages(fw, gw, factors, opts.patience if auto else 0, everyone)
+        sweeps = np.full(B, warm_start, np.int32)
+        final = np.full(B, len(stages) - 1, np.int32)
+        k_used = np.full(B, stages[-1][1])
         stalled = np.asarray(stages[-1][0].stalled) if auto else np.zeros(B, bool)
         if stalled.any():
-            idx = np.nonzero(stalled)[0]
-            sub = lambda x: x[idx]  # noqa: E731
-            fw, gw = _warm_batch(sub(a_), sub(b_), sub(c_), sub(eps) * _AUTO_SCHEDULE[0], sub(f0), sub(g0),
-                                 np.int32(warm_start), mesh=None)
-            more = run_stages(idx, fw, gw, _AUTO_SCHEDULE, 0)
-            allst = tuple(jax.tree.map(sub, st) for st, _ in stages) + tuple(st for st, _ in more)
-            kw = dict(norm=norm, warm_start=warm_start, max_newton=max_iter, history_every=history_every)
-            args = (sub(a_), sub(b_), sub(c_), sub(eps), sub(tol_b),
-                    jnp.full((len(idx),), 2 * warm_start, jnp.int32), allst)
-            # (one compiled program for both: the stage to report is a traced argument)
-            keep_first = _assemble_batch(*args, jnp.full((len(idx),), stages[-1][1] / m, c_.dtype),
-                                         np.int32(0), **kw)
-            restarted = _assemble_batch(*args, jnp.full((len(idx),), more[-1][1] / m, c_.dtype),
-                                        np.int32(len(allst) - 1), **kw)
-            # the better of the two attempts per problem (a non-finite error counts as infinite)
-            e1, e2 = np.asarray(keep_first.marginal_error), np.asarray(restarted.marginal_error)
-            first = np.isfinite(e1) & (e1 < np.where(np.isfinite(e2), e2, np.inf))
-            chosen = jax.tree.map(lambda x, y: jnp.where(first.reshape((-1,) + (1,) * (x.ndim - 1)), x, y),
-                                  keep_first, restarted)
-            # (the restarted attempts record more Newton stages: the history grows for all, as in sns)
-            pad = chosen.errors.shape[1] - res.errors.shape[1]
-            res = res._replace(errors=jnp.pad(res.errors, ((0, 0), (0, pad)), constant_values=-1.0))
-            res = jax.tree.map(lambda full, part: full.at[idx].set(part), res, chosen)
+            # as sns: the stalled problems start again from their initial potentials through the continuation
+            # (counted), and keep the attempt that ended closer (a non-finite error counts as infinite). The restart
+            # runs on the whole batch, the others taking no warm-start sweep and no step, so that it reuses the
+            # batch's compiled programs (a sub-batch of another size compiled every stage again) and its devices
+            fw, gw = _warm_batch(a_, b_, c_, eps * _AUTO_SCHEDULE[0], f0, g0,
+                                 np.where(stalled, warm_start, 0).astype(np.int32), mesh=mesh)
+            more = run_stages(fw, gw, _AUTO_SCHEDULE, 0, stalled)
+            first, last = np.asarray(stages[0][0].err), np.asarray(more[-1][0].err)
+            last = np.where(np.isfinite(last), last, np.inf)
+            keep_first = np.isfinite(first) & (first < last)
+            sweeps = np.where(stalled, 2 * warm_start, warm_start).astype(np.int32)
+            final = np.where(stalled & ~keep_first, len(stages) + len(more) - 1, 0).astype(np.int32)
+            k_used = np.where(stalled & ~keep_first, more[-1][1], stages[0][1])
+            stages += more
+        res = _assemble_batch(a_, b_, c_, eps, tol_b, sweeps, tuple(st for st, _ in stages),
+                              (np.minimum(k_used, m) / m).astype(np.dtype(c_.dtype)), final, norm=norm,
+                              warm_start=warm_start, max_newton=max_iter, history_every=history_every)
         return unpad(res, n, m)._replace(cost=c_o)
 
 
 @functools.partial(jax.jit, static_argnames=("mesh",))
 def _warm_batch(a, b, cost, eps, f0, g0, warm_start, *, mesh):
-    return map_problems(lambda *x: fixed_sweeps(*x, warm_start), (a, b, cost, eps, f0, g0), mesh)
+    # (warm_start: sweeps per problem, (B,))
+    return map_problems(fixed_sweeps, (a, b, cost, eps, f0, g0, warm_start), mesh)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "max_newton", "norm", "mesh"))
@@ -708,8 +719,8 @@ def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg, max_backt
 
 @functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "history_every"))
 def _assemble_batch(a, b, cost, eps, tol, sweeps, stages, density, final, **kw) -> OTResult:
-    return jax.vmap(lambda a, b, c, e, t, s, st, d: _assemble(a, b, c, e, t, s, st, d, final, **kw))(
-        a, b, cost, eps, tol, sweeps, stages, density)
+    # (sweeps, density and the reported stage `final` per problem)
+    return jax.vmap(lambda *x: _assemble(*x, **kw))(a, b, cost, eps, tol, sweeps, stages, density, final)
 
 
 @functools.partial(jax.jit, static_argnames=("k_max",))

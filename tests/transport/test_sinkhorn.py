@@ -73,7 +73,7 @@ def test_transport_cost_tends_to_emd():
 
 
 def test_epsilon_scaling_same_solution():
-    a, b, C = point_clouds(70, 60, seed=4, weights=True)
+    a, b, C = point_clouds(60, 50, seed=4, weights=True)
     r1 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10)
     r2 = tr.sinkhorn(a, b, C, 5e-3, tol=1e-10, epsilon_scaling=0.9)
     assert bool(r1.converged) and bool(r2.converged)
@@ -104,18 +104,31 @@ def test_zero_weights_match_compressed_problem():
     # (SNS with zero weights against this solver: test_validation.py::test_warm_start_from_result_with_zero_weights)
 
 
-def test_vmap_over_batch_equals_single_solves(x64):
+@pytest.fixture(scope="module")
+def vmapped():
+    """``jax.jit(jax.vmap(sinkhorn))`` over 8 weighted problems and a ninth with a NaN cost (one compiled program
+    for test_vmap_over_batch_equals_single_solves and test_nan_is_never_converged)."""
     rng = np.random.default_rng(7)
     B, n = 8, 40
     x = rng.random((B, n, 2))
     y = rng.random((B, n, 2))
-    C = jnp.asarray(((x[:, :, None] - y[:, None]) ** 2).sum(-1))
-    a = jnp.asarray(rng.dirichlet(np.ones(n) * 5, size=B))
-    b = jnp.asarray(rng.dirichlet(np.ones(n) * 5, size=B))
-    eps = jnp.asarray(np.linspace(0.005, 0.05, B))
-    batched = jax.jit(jax.vmap(lambda a, b, C, e: tr.sinkhorn(a, b, C, e, tol=1e-10)))(a, b, C, eps)
-    assert batched.f.shape == (B, n)
-    for i in range(B):
+    C = ((x[:, :, None] - y[:, None]) ** 2).sum(-1)
+    a = rng.dirichlet(np.ones(n) * 5, size=B)
+    b = rng.dirichlet(np.ones(n) * 5, size=B)
+    eps = np.linspace(0.005, 0.05, B)
+    bad = C[0].copy()
+    bad[3, 4] = np.nan  # validation runs on concrete inputs; under jit a NaN cost reaches the solver
+    C, a, b, eps = np.concatenate([C, bad[None]]), np.vstack([a, a[:1]]), np.vstack([b, b[:1]]), np.append(eps, 0.1)
+    with jax.enable_x64(True):
+        batched = jax.jit(jax.vmap(lambda a, b, C, e: tr.sinkhorn(a, b, C, e, tol=1e-10)))(a, b, C, eps)
+        jax.block_until_ready(batched)
+    return a, b, C, eps, batched
+
+
+def test_vmap_over_batch_equals_single_solves(vmapped):
+    a, b, C, eps, batched = vmapped
+    assert batched.f.shape == (9, 40)
+    for i in range(8):
         single = tr.sinkhorn(a[i], b[i], C[i], eps[i], tol=1e-10)
         assert int(batched.iterations[i]) == int(single.iterations)
         np.testing.assert_allclose(batched.f[i], single.f, rtol=0, atol=1e-12)
@@ -137,14 +150,12 @@ def test_small_epsilon_is_finite():
     assert abs(float(r2.transport_cost) - ot.emd2(a, b, C)) <= eps * np.log(60)
 
 
-def test_nan_is_never_converged(x64):
-    # validation runs on concrete inputs; under jit a NaN cost reaches the solver and must give converged=False
-    a, b, C = point_clouds(20, 20, seed=9)
-    C[3, 4] = np.nan
-    res = jax.jit(lambda C: tr.sinkhorn(a, b, C, 0.1, tol=1e-8, max_iter=50))(jnp.asarray(C))
-    assert not bool(res.converged)
-    res = jax.jit(lambda C: tr.sns(a, b, C, 0.1, tol=1e-8, max_iter=5))(jnp.asarray(C))
-    assert not bool(res.converged)
+def test_nan_is_never_converged(vmapped):
+    # a NaN cost under jit (and vmap): stops, reported as not converged (the other problems of the batch are
+    # unharmed: test_vmap_over_batch_equals_single_solves); SNS likewise in test_sns.py's vmap test
+    batched = vmapped[-1]
+    assert not bool(batched.converged[8])
+    assert np.isnan(float(batched.marginal_error[8])) or float(batched.marginal_error[8]) > 1e-10
 
 
 def test_float32_inputs_run_in_float64_by_default():
@@ -157,9 +168,9 @@ def test_float32_inputs_run_in_float64_by_default():
 def test_float32_mode_warns_and_works():
     a, b, C = point_clouds(30, 30, seed=10)
     with pytest.warns(RuntimeWarning, match="float32"):
-        res = tr.sinkhorn(a, b, C, 0.05, tol=1e-8, max_iter=200, dtype=jnp.float32)
+        res = tr.sinkhorn(a, b, C, 0.05, tol=1e-8, max_iter=5000, dtype=jnp.float32)
     assert res.f.dtype == jnp.float32
-    res = tr.sinkhorn(a, b, C, 0.05, tol=1e-5, max_iter=200, dtype="float32")  # (34 sweeps; one compiled program)
+    res = tr.sinkhorn(a, b, C, 0.05, tol=1e-5, max_iter=5000, dtype="float32")  # (34 sweeps; one compiled program)
     assert bool(res.converged)
 
 
@@ -201,7 +212,8 @@ def test_stops_early_only_when_full_check_passes(dtype, tol):
     # up to rounding): e.g. float32, tol 1e-5 stopped after 89 sweeps with a full error of 1.007e-5, unconverged
     import warnings
 
-    max_iter = 5000
+    # (the sweep caps of test_float32_mode_warns_and_works and of sinkhorn's default: their compiled programs)
+    max_iter = 5000 if dtype == jnp.float32 else 100_000
     for seed in range(6):
         a, b, C = point_clouds(30, 20, weights=True, seed=seed)
         for eps in (0.1, 0.02):
