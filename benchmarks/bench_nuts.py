@@ -58,8 +58,9 @@ def _score(target, draws: dict, reference: dict, grads: float, seconds: float):
 
 
 def run_driftax(target, chains, warmup, draws, seed, method="nuts"):
+    """driftax's method from the suite's starting points, the ones the NumPyro and BlackJAX runs take."""
     idata = dx.infer.sample(target, method, num_chains=chains, num_warmup=warmup, num_samples=draws,
-                            seed=seed, progress=False)
+                            seed=seed, init=suite._starts(target, chains, seed), progress=False)
     post = {k: idata.posterior[k].values for k in idata.posterior.data_vars}
     return post, idata.attrs["num_grad_evals_warmup"] + idata.attrs["num_grad_evals_sampling"]
 
