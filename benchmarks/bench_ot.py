@@ -56,6 +56,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from driftax import transport as tr  # noqa: E402
+from driftax.transport.problem import norm_code  # noqa: E402
 from driftax.transport.sinkhorn import solve_sinkhorn  # noqa: E402
 
 TOL = 1e-8
@@ -137,13 +138,13 @@ def run_driftax_sinkhorn(p, cap):
     chunk = 500
     t0 = time.perf_counter()
     args = (a, b, C, eps, jnp.zeros_like(a), jnp.zeros_like(b), jnp.asarray(TOL), jnp.asarray(1.0))
-    compiled = solve_sinkhorn.lower(*args, max_iter=chunk, norm="l1", scaling=False).compile()
+    compiled = solve_sinkhorn.lower(*args, max_iter=chunk, norm=norm_code("l1"), scaling=False).compile()
     compile_s = time.perf_counter() - t0
     f, g = args[4], args[5]
     its, t_run, capped = 0, 0.0, False
     while True:
         t0 = time.perf_counter()
-        res = compiled(a, b, C, eps, f, g, args[6], args[7])
+        res = compiled(a, b, C, eps, f, g, args[6], args[7], norm=norm_code("l1"))
         jax.block_until_ready(res)
         t_run += time.perf_counter() - t0
         its += int(res.iterations)

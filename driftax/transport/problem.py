@@ -107,12 +107,23 @@ def _safe_dot(w, x):
     return jnp.sum(jnp.where(w > 0, w * x, 0.0))
 
 
-def _norm(x, norm: str):
-    if norm == "l1":
-        return jnp.sum(jnp.abs(x))
-    if norm == "l2":
-        return jnp.sqrt(jnp.sum(x * x))
-    return jnp.max(jnp.abs(x))
+def _norm(x, norm):
+    """``|x|`` in ``norm``: a name of :data:`NORMS`, or its index (:func:`norm_code`), which may be traced: the
+    compiled solvers take the index, so that one program serves every norm (the three reductions of an ``n``-vector
+    cost nothing next to a sweep's ``n x m`` passes)."""
+    if isinstance(norm, str):
+        if norm == "l1":
+            return jnp.sum(jnp.abs(x))
+        if norm == "l2":
+            return jnp.sqrt(jnp.sum(x * x))
+        return jnp.max(jnp.abs(x))
+    ax = jnp.abs(x)
+    return jnp.stack([jnp.sum(ax), jnp.sqrt(jnp.sum(x * x)), jnp.max(ax)])[norm]
+
+
+def norm_code(norm: str) -> np.ndarray:
+    """The index of ``norm`` in :data:`NORMS`, as the compiled solvers take it (a traced argument)."""
+    return np.int32(NORMS.index(norm))
 
 
 def _finalize(a, b, cost, eps, f, g, tol, norm):

@@ -40,6 +40,7 @@ from driftax.transport.problem import (
     _finalize,
     _norm,
     check_init,
+    norm_code,
     check_int,
     pad_problem,
     padded_size,
@@ -309,10 +310,11 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
     return state.f, state.g, final, state.it, state.hist
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every"))
-def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm: str, scaling: bool,
+@functools.partial(jax.jit, static_argnames=("max_iter", "scaling", "history_every"))
+def solve_sinkhorn(a, b, cost, eps, f0, g0, tol, scale_factor, *, max_iter: int, norm, scaling: bool,
                    history_every: int = 1, warm=True):
     """Jitted core of :func:`sinkhorn` (no validation). All array arguments may be batched with ``vmap``.
+    ``norm`` is :func:`driftax.transport.problem.norm_code` of the norm's name (traced: one program for all).
     ``warm=False`` when ``(f0, g0)`` are zeros (skips the initial error check: two passes); it is a traced
     argument, so cold and warm starts share one compiled program. The result's ``cost``
     is ``None``: the caller attaches its own array (an input returned by a compiled program is copied, 32 MB at
@@ -388,8 +390,8 @@ def sinkhorn(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 100_000,
         qf = np.asarray(epsilon_scaling if scaling else 1.0, np.dtype(c_.dtype))
         # small problems are solved padded with zero weights (one compiled program per size bucket, see problem.py)
         ap, bp, cp, fp, gp = pad_problem(a_, b_, c_, f0, g0, (padded_size(n), padded_size(m)))
-        res = solve_sinkhorn(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm, scaling=scaling,
-                             history_every=history_every, warm=np.bool_(init is not None))
+        res = solve_sinkhorn(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm_code(norm),
+                             scaling=scaling, history_every=history_every, warm=np.bool_(init is not None))
         return unpad(res, n, m)._replace(cost=c_)
 
 
@@ -423,7 +425,8 @@ def sinkhorn_batch(a, b, cost, epsilon, *, tol: float = 1e-8, max_iter: int = 10
                                          (padded_size(n), padded_size(m)))
         (ap, bp, cp, eps, fp, gp), mesh = shard_batch((ap, bp, cp, eps, fp, gp), shard)
         qf = jnp.asarray(1.0 if q is None else q, c_.dtype)
-        res = _solve_batch(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm, scaling=q is not None,
+        res = _solve_batch(ap, bp, cp, eps, fp, gp, tol_, qf, max_iter=max_iter, norm=norm_code(norm),
+                           scaling=q is not None,
                            history_every=history_every, mesh=mesh)
         return unpad(res, n, m)._replace(cost=c_)
 
@@ -441,7 +444,7 @@ def _cut(res, *, n, m):
     return res._replace(f=res.f[..., :n], g=res.g[..., :m], a=res.a[..., :n], b=res.b[..., :m])
 
 
-@functools.partial(jax.jit, static_argnames=("max_iter", "norm", "scaling", "history_every", "mesh"))
+@functools.partial(jax.jit, static_argnames=("max_iter", "scaling", "history_every", "mesh"))
 def _solve_batch(a, b, cost, eps, f0, g0, tol, q, *, mesh, **kw):
     from driftax.transport.problem import map_problems
 

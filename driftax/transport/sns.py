@@ -64,6 +64,7 @@ from driftax.transport.problem import (
     padded_size,
     precision_context,
     map_problems,
+    norm_code,
     shard_batch,
     validate_batch,
     validate_problem,
@@ -237,15 +238,16 @@ class _Stage(NamedTuple):
     err: jax.Array         # marginal error at (f, g)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_newton", "norm"))
+@functools.partial(jax.jit, static_argnames=("k", "max_newton"))
 def newton_stage(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg=500, max_backtracks=30, fallback_sweeps=20,
-                 patience=0, *, k: int, max_newton: int, norm: str) -> _Stage:
+                 patience=0, *, k: int, max_newton: int, norm) -> _Stage:
     """Newton steps with a row-wise top-``k`` sparsified Hessian from ``(f, g)`` until the marginal error is
     ``<= tol`` (jitted, no validation; every array argument may be batched with ``vmap``). With ``patience > 0`` it
     also stops, flagged ``stalled``, when the error has not dropped below 0.9 times its best value for
     ``patience`` steps or a line search fails (instead of taking Sinkhorn sweeps).
 
-    Only what fixes a shape is static (``k``, ``max_newton``: the history) or chooses code (``norm``): the counts
+    Only what fixes a shape is static (``k``, ``max_newton``: the history); ``norm`` is
+    :func:`driftax.transport.problem.norm_code` of the norm's name (traced, as the counts); the counts
     ``max_cg``, ``max_backtracks``, ``fallback_sweeps`` and ``patience`` are traced, so that stages that differ only
     in them (the stalling first stage and the continuation's stages, or another ``SNSOptions``) share one compiled
     program (each static value compiled the whole stage again, seconds of CPU)."""
@@ -603,8 +605,8 @@ def sns(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None = None,
             last = last if math.isfinite(last) else math.inf
             final = 0 if math.isfinite(first) and first < last else len(stages) - 1
         res = _assemble(a_, b_, c_, eps, tol_, np.int32(sweeps), tuple(st for st, _ in stages),
-                        np.asarray(min(stages[final][1], m) / m, np.dtype(c_.dtype)), np.int32(final), norm=norm,
-                        warm_start=warm_start, max_newton=max_iter, history_every=history_every)
+                        np.asarray(min(stages[final][1], m) / m, np.dtype(c_.dtype)), np.int32(final),
+                        norm=norm_code(norm), warm_start=warm_start, max_newton=max_iter, history_every=history_every)
         return unpad(res, n, m)._replace(cost=c_o)
 
 
@@ -697,7 +699,7 @@ def sns_batch(a, b, cost, epsilon, *, tol: float = 1e-10, max_iter: int | None =
             k_used = np.where(stalled & ~keep_first, more[-1][1], stages[0][1])
             stages += more
         res = _assemble_batch(a_, b_, c_, eps, tol_b, sweeps, tuple(st for st, _ in stages),
-                              (np.minimum(k_used, m) / m).astype(np.dtype(c_.dtype)), final, norm=norm,
+                              (np.minimum(k_used, m) / m).astype(np.dtype(c_.dtype)), final, norm=norm_code(norm),
                               warm_start=warm_start, max_newton=max_iter, history_every=history_every)
         return unpad(res, n, m)._replace(cost=c_o)
 
@@ -708,7 +710,7 @@ def _warm_batch(a, b, cost, eps, f0, g0, warm_start, *, mesh):
     return map_problems(fixed_sweeps, (a, b, cost, eps, f0, g0, warm_start), mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "max_newton", "norm", "mesh"))
+@functools.partial(jax.jit, static_argnames=("k", "max_newton", "mesh"))
 def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg, max_backtracks, fallback_sweeps, patience, *,
                   mesh, **kw) -> _Stage:
     # (the counts traced, as in newton_stage: one program per shape and budget k)
@@ -717,7 +719,7 @@ def _newton_batch(a, b, cost, eps, f, g, tol, cg_tol, refresh, max_cg, max_backt
                         (a, b, cost, eps, f, g, tol), mesh)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "history_every"))
+@functools.partial(jax.jit, static_argnames=("warm_start", "max_newton", "history_every"))
 def _assemble_batch(a, b, cost, eps, tol, sweeps, stages, density, final, **kw) -> OTResult:
     # (sweeps, density and the reported stage `final` per problem)
     return jax.vmap(lambda *x: _assemble(*x, **kw))(a, b, cost, eps, tol, sweeps, stages, density, final)
@@ -738,7 +740,7 @@ def _budget_batch(f, g, cost, eps, mass_tol, k_max, n, m, k_min: int = 8, rows: 
 def _stage_kwargs(opts: SNSOptions, max_iter: int, norm: str) -> dict:
     # the counts as NumPy int32 scalars: traced arguments of the compiled stage (see newton_stage)
     return dict(max_newton=max_iter, max_cg=np.int32(opts.max_cg), max_backtracks=np.int32(opts.max_backtracks),
-                fallback_sweeps=np.int32(opts.fallback_sweeps), norm=norm)
+                fallback_sweeps=np.int32(opts.fallback_sweeps), norm=norm_code(norm))
 
 
 @jax.jit
@@ -747,7 +749,7 @@ def _warm(a, b, cost, eps, f0, g0, warm_start):
     return fixed_sweeps(a, b, cost, eps, f0, g0, warm_start)
 
 
-@functools.partial(jax.jit, static_argnames=("norm", "warm_start", "max_newton", "history_every"))
+@functools.partial(jax.jit, static_argnames=("warm_start", "max_newton", "history_every"))
 def _assemble(a, b, cost, eps, tol, sweeps, stages, density, final, *, norm, warm_start, max_newton,
               history_every=1) -> OTResult:
     """One :class:`OTResult` from the warm start and the Newton stages: counts summed, Newton errors packed after
