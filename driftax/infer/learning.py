@@ -281,14 +281,47 @@ def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: in
     T, d = ys.shape[0], ssm.state_dim
     ys_j = jnp.asarray(ys, dtype)
     theta = {k: jnp.asarray(v, dtype) for k, v in theta.items()}
-    opt = optax.adam(step_size)
-    f = _paris.state_sum(d)
+    opt = optax.adam(step_size)  # the state layout only; the learning rate is an argument of the chunk
     lam0 = (jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype), jnp.zeros((T, d), dtype))
+    chunk = _msc_chunk_program(ssm, N, K, backward, max_trials)
+    lr = jnp.asarray(step_size, dtype)
+    _, k_run = jax.random.split(jax.random.key(int(seed)))
+    ref0 = jnp.zeros((T, d), dtype)  # the first iteration's unconditional sweep gives the starting path
+    carry = (lam0, ref0, opt.init(lam0), jnp.array(True))
+    keys = jax.random.split(k_run, num_steps)
+    steps = jnp.arange(num_steps)
+    lams = []
+    t0 = time.perf_counter()
+    for start in range(0, num_steps, chunk_size):
+        carry, lc = chunk(carry, keys[start:start + chunk_size], steps[start:start + chunk_size], ys_j, theta, lr)
+        lams.append(jax.tree.map(np.asarray, lc))
+    secs = time.perf_counter() - t0
+    lams = tuple(np.concatenate([l[i] for l in lams]) for i in range(3))
+    n_avg = max(1, int(round(average_fraction * num_steps)))
+    lam = tuple(jnp.asarray(v[-n_avg:].mean(0)) for v in lams)
+    m, v = _mg_marginals(lam)
+    trace = np.asarray(_mg_trace(tuple(jnp.asarray(x) for x in lams)))
+    return MarkovGaussian(*(np.asarray(x) for x in lam), np.asarray(m), np.asarray(v), trace, bool(carry[3]), secs)
 
-    def one(carry, inp):
+
+_mg_trace = jax.jit(jax.vmap(lambda lam: _mg_marginals(lam)[0]))
+
+
+@functools.lru_cache(maxsize=16)
+def _msc_chunk_program(ssm, N, K, backward, max_trials):
+    """The jitted chunk of `markov_score_climbing` iterations for one static configuration, cached like
+    `learn`'s (`_chunk_program`): data, parameters and Adam's learning rate are arguments, so repeated
+    calls (other data of the same length, other step sizes or seeds) reuse the compiled program instead of
+    compiling it again. Adam's update is linear in its learning rate, so the rate can be traced."""
+    import optax
+
+    f = _paris.state_sum(ssm.state_dim)
+
+    def one(carry, inp, ys, theta, lr):
         lam, ref, opt_state, ok = carry
         key, i = inp
-        new_ref, info = _paris.ppg_step(key, ssm, theta, ys_j, ref, f, N, K=K, backward=backward,
+        opt = optax.adam(lr)
+        new_ref, info = _paris.ppg_step(key, ssm, theta, ys, ref, f, N, K=K, backward=backward,
                                         max_trials=max_trials, frozen=i > 0)
         g = jax.grad(_mg_logpdf)(lam, new_ref)
         upd, new_opt = opt.update(jax.tree.map(lambda v: -v, g), opt_state, lam)
@@ -298,21 +331,5 @@ def markov_score_climbing(ssm: StateSpaceModel, ys, *, theta=None, num_steps: in
         lam, ref, opt_state = sel(new_lam, lam), sel(new_ref, ref), sel(new_opt, opt_state)
         return (lam, ref, opt_state, keep), lam
 
-    chunk = jax.jit(lambda c, ks, idx: lax.scan(one, c, (ks, idx)))
-    _, k_run = jax.random.split(jax.random.key(int(seed)))
-    ref0 = jnp.zeros((T, d), dtype)  # the first iteration's unconditional sweep gives the starting path
-    carry = (lam0, ref0, opt.init(lam0), jnp.array(True))
-    keys = jax.random.split(k_run, num_steps)
-    steps = jnp.arange(num_steps)
-    lams = []
-    t0 = time.perf_counter()
-    for start in range(0, num_steps, chunk_size):
-        carry, lc = chunk(carry, keys[start:start + chunk_size], steps[start:start + chunk_size])
-        lams.append(jax.tree.map(np.asarray, lc))
-    secs = time.perf_counter() - t0
-    lams = tuple(np.concatenate([l[i] for l in lams]) for i in range(3))
-    n_avg = max(1, int(round(average_fraction * num_steps)))
-    lam = tuple(jnp.asarray(v[-n_avg:].mean(0)) for v in lams)
-    m, v = _mg_marginals(lam)
-    trace = np.asarray(jax.jit(jax.vmap(lambda l: _mg_marginals(l)[0]))(tuple(jnp.asarray(x) for x in lams)))
-    return MarkovGaussian(*(np.asarray(x) for x in lam), np.asarray(m), np.asarray(v), trace, bool(carry[3]), secs)
+    return jax.jit(lambda c, ks, idx, ys, theta, lr: lax.scan(lambda cc, inp: one(cc, inp, ys, theta, lr), c,
+                                                               (ks, idx)))
