@@ -20,15 +20,24 @@ from driftax.samplers import smc
 
 MODEL = ssm.linear_gaussian(0.9, 1.0, 0.5, 1.0, P0=1.0)
 SEED = 0
+RESAMPLE_W = np.array([0.05, 0.3, 0.01, 0.24, 0.4, 0.0])
+
+
+@pytest.fixture(scope="module")
+def resampled():
+    """20,000 resamplings of 6 indices from RESAMPLE_W by every scheme, in one compiled program (one XLA
+    compilation of the four costs about half of four compilations)."""
+    lw = jnp.log(jnp.asarray(RESAMPLE_W, jnp.float32))
+    keys = jax.random.split(jax.random.key(SEED), 20_000)
+    run = jax.jit(lambda: {sc: jax.vmap(lambda k: smc.resample(k, lw, 6, sc))(keys) for sc in smc.RESAMPLING})
+    return {k: np.asarray(v) for k, v in run().items()}
 
 
 @pytest.mark.parametrize("scheme", smc.RESAMPLING)
-def test_resampling_is_unbiased(scheme):
-    w = np.array([0.05, 0.3, 0.01, 0.24, 0.4, 0.0])
+def test_resampling_is_unbiased(scheme, resampled):
+    w = RESAMPLE_W
     N, R = 6, 20_000
-    lw = jnp.log(jnp.asarray(w, jnp.float32))
-    keys = jax.random.split(jax.random.key(SEED), R)
-    idx = np.asarray(jax.jit(jax.vmap(lambda k: smc.resample(k, lw, N, scheme)))(keys))
+    idx = resampled[scheme]
     counts = np.stack([(idx == i).sum(1) for i in range(N)], 1)
     assert counts.shape == (R, N) and np.all(counts.sum(1) == N)
     assert np.all(counts[:, 5] == 0)  # a zero weight is never drawn
@@ -50,21 +59,31 @@ def short_data():
     return ys
 
 
+CONFIGS = (("systematic", 1.0), ("multinomial", 0.5), ("residual", 1.0))
+
+
 @functools.lru_cache(maxsize=None)
-def filters(scheme, threshold, R=2000, N=16):
-    """R bootstrap filters of N particles on data given as an argument: one compiled program per scheme,
-    shared by the likelihood and non-finite-flag tests."""
-    return jax.jit(lambda ys: jax.vmap(lambda k: smc.bootstrap_filter(k, MODEL, MODEL.theta, ys, N, scheme=scheme,
-                                                                       ess_threshold=threshold))(
-        jax.random.split(jax.random.key(SEED), R)))
+def filters(R=2000, N=16):
+    """R bootstrap filters of N particles for each (scheme, ESS threshold) of CONFIGS on data given as an
+    argument: one compiled program for the three (one XLA compilation of the three filters costs about half
+    of three compilations), shared by the likelihood and non-finite-flag tests."""
+    keys = jax.random.split(jax.random.key(SEED), R)
+    return jax.jit(lambda ys: [jax.vmap(lambda k: smc.bootstrap_filter(k, MODEL, MODEL.theta, ys, N, scheme=sc,
+                                                                       ess_threshold=thr))(keys)
+                               for sc, thr in CONFIGS])
 
 
-@pytest.mark.parametrize("scheme,threshold", [("systematic", 1.0), ("multinomial", 0.5), ("residual", 1.0)])
-def test_likelihood_estimate_is_unbiased(short_data, scheme, threshold):
+@pytest.fixture(scope="module")
+def likelihood_runs(short_data):
+    return dict(zip(CONFIGS, filters()(jnp.asarray(short_data, jnp.float32))))
+
+
+@pytest.mark.parametrize("scheme,threshold", CONFIGS)
+def test_likelihood_estimate_is_unbiased(short_data, likelihood_runs, scheme, threshold):
     ys = short_data
     exact = ssm.kalman_loglik(MODEL, ys)
     R = 2000
-    out = filters(scheme, threshold, R)(jnp.asarray(ys, jnp.float32))
+    out = likelihood_runs[(scheme, threshold)]
     assert bool(out.finite.all())
     ratio = np.exp(np.asarray(out.loglik, np.float64) - exact)
     # E[Z_hat / Z] = 1 (Del Moral 2004); the mean of R i.i.d. ratios has sd = sd(ratio) / sqrt(R): 5 sd
@@ -75,16 +94,27 @@ def test_likelihood_estimate_is_unbiased(short_data, scheme, threshold):
         assert np.asarray(out.resampled)[:, 1:].all()
 
 
-@pytest.mark.parametrize("method,max_trials", [("hybrid", 2), ("hybrid", 8), ("exact", 1)])
-def test_backward_draws_follow_the_backward_kernel(method, max_trials):
-    x_prev = jnp.asarray([[-1.0], [0.2], [0.5], [1.5], [3.0]])
-    w = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
-    lw = jnp.log(jnp.asarray(w, jnp.float32))
-    pts = np.array([-0.5, 0.8, 2.5])
-    reps = 4000
-    x_next = jnp.repeat(jnp.asarray(pts)[:, None], reps, axis=0)
-    J, nfb = jax.jit(lambda k: smc.backward_indices(k, MODEL, MODEL.theta, 1, x_prev, lw, x_next, method=method,
-                                                    max_trials=max_trials))(jax.random.key(SEED))
+BACKWARD_CASES = (("hybrid", 2), ("hybrid", 8), ("exact", 1))
+X_PREV = np.array([[-1.0], [0.2], [0.5], [1.5], [3.0]])
+W_PREV = np.array([0.1, 0.3, 0.2, 0.25, 0.15])
+PTS, REPS = np.array([-0.5, 0.8, 2.5]), 4000
+
+
+@pytest.fixture(scope="module")
+def backward_draws():
+    """``REPS`` backward draws for each of 3 points by each (method, max_trials) of BACKWARD_CASES, in one
+    compiled program (one XLA compilation of the three costs about half of three)."""
+    lw = jnp.log(jnp.asarray(W_PREV, jnp.float32))
+    x_next = jnp.repeat(jnp.asarray(PTS, jnp.float32)[:, None], REPS, axis=0)
+    run = jax.jit(lambda k: [smc.backward_indices(k, MODEL, MODEL.theta, 1, jnp.asarray(X_PREV, jnp.float32), lw,
+                                                  x_next, method=m, max_trials=mt) for m, mt in BACKWARD_CASES])
+    return dict(zip(BACKWARD_CASES, run(jax.random.key(SEED))))
+
+
+@pytest.mark.parametrize("method,max_trials", BACKWARD_CASES)
+def test_backward_draws_follow_the_backward_kernel(method, max_trials, backward_draws):
+    x_prev, w, pts, reps = X_PREV, W_PREV, PTS, REPS
+    J, nfb = backward_draws[(method, max_trials)]
     J = np.asarray(J).reshape(3, reps)
     # exact backward probabilities p(l | x') ∝ w_l N(x'; 0.9 x_l, 0.5) in float64
     logq = stats.norm(0.9 * np.asarray(x_prev)[:, 0][None, :], math.sqrt(0.5)).logpdf(pts[:, None])
@@ -127,9 +157,9 @@ def test_backward_draws_follow_the_backward_kernel_3d():
 
 
 def test_filter_flags_non_finite_runs():
-    # the likelihood test's systematic program (T = 20, 2,000 filters of 16 particles), other data
+    # the likelihood test's program (T = 20, 2,000 filters of 16 particles per configuration), other data
     ys = np.zeros((20, 1), np.float32)
     ys[4] = 1e30  # (y - x)^2 overflows float32: every weight at t = 4 is 0, the estimate -inf
-    run = filters("systematic", 1.0)
-    assert not np.any(np.asarray(run(jnp.asarray(ys)).finite))
-    assert np.all(np.asarray(run(jnp.zeros((20, 1), jnp.float32)).finite))  # same program, finite data
+    run = filters()
+    assert not any(np.any(np.asarray(out.finite)) for out in run(jnp.asarray(ys)))
+    assert all(np.all(np.asarray(out.finite)) for out in run(jnp.zeros((20, 1), jnp.float32)))  # finite data
