@@ -671,11 +671,13 @@ def print_table(rows, summary):
             msg += (f"Sinkhorn/SNS iterations {'>' if s['sinkhorn_capped'] else ''}{s['iteration_ratio']:.0f}x "
                     f"({s['sinkhorn_iterations']} vs {s['sns_iterations']}); ")
         if "time_ratio_sinkhorn_peer" in s:
-            msg += f"fastest converged Sinkhorn peer {s['fastest_sinkhorn_peer']} {s['time_ratio_sinkhorn_peer']:.1f}x; "
+            msg += (f"fastest converged Sinkhorn peer {s['fastest_sinkhorn_peer']} "
+                    f"{s['time_ratio_sinkhorn_peer']:.1f}x; ")
         if "unconverged_peers" in s:
             msg += f"unconverged {s['unconverged_peers']}; "
         if "time_ratio_regot_ssns" in s:
-            msg += f"regot_ssns {s['time_ratio_regot_ssns']:.1f}x" + ("" if s["regot_ssns_converged"] else " (unconverged)")
+            msg += (f"regot_ssns {s['time_ratio_regot_ssns']:.1f}x"
+                    + ("" if s["regot_ssns_converged"] else " (unconverged)"))
         print(msg)
     print("\ntargets on problems where Sinkhorn was capped or needed > 1000 iterations:")
     for line in target_lines(summary):
@@ -708,21 +710,6 @@ def target_lines(summary):
             checks.append("SNS DID NOT CONVERGE: MISSED")
         lines.append(f"  {s['problem']} n={s['n']} eps={s['epsilon']:.2e}: " + "; ".join(checks))
     return lines
-
-
-def json_safe(x):
-    """``x`` with every non-finite float replaced by ``None`` (JSON has no NaN/inf; ``null`` is written)."""
-    if isinstance(x, dict):
-        return {k: json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [json_safe(v) for v in x]
-    if isinstance(x, (float, np.floating)):
-        return float(x) if np.isfinite(x) else None
-    if isinstance(x, np.integer):
-        return int(x)
-    if isinstance(x, np.bool_):
-        return bool(x)
-    return x
 
 
 def plot(rows, outdir: Path):
@@ -905,6 +892,8 @@ def main(argv=None):
                          blas_threads=os.environ.get("OPENBLAS_NUM_THREADS"), clock=args.clock),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
+        from driftax.bench.suite import json_safe  # (the one JSON converter; imported here: it loads ArviZ)
+
         args.json.write_text(json.dumps(json_safe(payload), indent=1, allow_nan=False))
         print(f"json: {args.json}")
     return 0

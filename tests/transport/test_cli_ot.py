@@ -83,9 +83,9 @@ def test_bad_inputs(tmp_path):
 
 
 def test_demo(tmp_path):
-    # (120 points per side instead of the shipped 300: the padded size of the other tests' 120-point problems, whose
-    # compiled programs it shares; `driftax demo` runs the shipped size)
-    table = cli_ot.demo(tmp_path, n=120)
+    # (64 points per side instead of the shipped 300: a padded size of the other tests, whose compiled programs it
+    # shares; `driftax demo` runs the shipped size)
+    table = cli_ot.demo(tmp_path, n=64)
     assert "sns" in table and "sinkhorn" in table
     assert (tmp_path / "ot_plan.png").stat().st_size > 1000
 

@@ -72,8 +72,8 @@ def test_sinkhorn_distance_errors():
     x = np.zeros((5, 2))
     with pytest.raises(ValueError, match="method"):
         tr.sinkhorn_distance(x, x, 0.1, method="nope")
-    # 20,000 sweeps (the default cap) are far too few at eps = 1e-5 (Sinkhorn needs about 2.2 / eps); 50 points
-    # and the default cap: the compiled solver of the tests above
+    # 100,000 sweeps (sinkhorn's default cap) are far too few at eps = 1e-5 (Sinkhorn needs about 2.2 / eps);
+    # 50 points and the default cap: the compiled solver of the tests above
     with pytest.raises(ValueError, match="did not converge"):
         tr.sinkhorn_distance(np.random.default_rng(0).random((50, 2)), np.random.default_rng(1).random((50, 2)),
                              1e-5)
@@ -97,20 +97,24 @@ def test_float64_request_honoured_without_x64(pts, name):
 
 
 @pytest.mark.parametrize("debiased", [False, True])
-def test_distance_under_jit_is_nan_when_unconverged(pts, debiased):
+def test_distance_under_jit_is_nan_when_unconverged(debiased):
     import jax
 
-    x, y = pts
+    # 60 and 50 points (the padded size 64 and the 500-sweep cap of test_sinkhorn.py::test_small_epsilon_is_finite:
+    # its compiled solver for the eager calls)
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(60, 3)), rng.normal(size=(50, 3))
     with jax.enable_x64(True):
-        # one compiled program (epsilon traced) for the unconverged and the converged solve: 200 sweeps are far
-        # too few at eps = 1e-3 for costs up to ~30, and enough at eps = 1 (measured 1.529 and, debiased, 0.516)
-        fn = jax.jit(lambda x, y, e: tr.sinkhorn_distance(x, y, e, max_iter=200, tol=1e-8, debiased=debiased))
+        # one compiled program (epsilon traced) for the unconverged and the converged solve: 500 sweeps are far
+        # too few at eps = 1e-3 for costs up to ~40, and enough at eps = 3 (12, 15 and 31 sweeps for the x-y, x-x
+        # and y-y problems)
+        fn = jax.jit(lambda x, y, e: tr.sinkhorn_distance(x, y, e, max_iter=500, tol=1e-8, debiased=debiased))
         assert np.isnan(float(fn(x, y, 1e-3)))
         with pytest.raises(ValueError, match="did not converge"):
-            tr.sinkhorn_distance(x, y, 1e-3, max_iter=200, tol=1e-8, debiased=debiased)
+            tr.sinkhorn_distance(x, y, 1e-3, max_iter=500, tol=1e-8, debiased=debiased)
         # converged under jit: the value, equal to the eager one
-        ok = fn(x, y, 1.0)
-        ref = tr.sinkhorn_distance(x, y, 1.0, max_iter=200, tol=1e-8, debiased=debiased)
+        ok = fn(x, y, 3.0)
+        ref = tr.sinkhorn_distance(x, y, 3.0, max_iter=500, tol=1e-8, debiased=debiased)
         assert np.isfinite(float(ok)) and float(ok) == pytest.approx(float(ref), rel=1e-9)
 
 

@@ -71,9 +71,9 @@ def test_sns_history_and_counts():
 def test_sns_density_sweep_all_converge():
     a, b, C, eps = PROBLEMS["points_sqeuclidean"]
     ref = tr.sns(a, b, C, eps, tol=1e-10)
-    # a 5% pattern (k = 6: the compiled stage of test_sns_fallback_path_converges, whose other settings are traced
-    # arguments)
-    r = tr.sns(a, b, C, eps, tol=1e-10, options=tr.SNSOptions(density=0.05))
+    # a 13% pattern (k = 16, twice the automatic budget: the compiled stage of the weighted problem in
+    # test_sns_agrees_with_sinkhorn, stage settings other than k being traced arguments)
+    r = tr.sns(a, b, C, eps, tol=1e-10, options=tr.SNSOptions(density=0.13))
     assert bool(r.converged)
     assert abs(float(r.reg_cost) - float(ref.reg_cost)) <= 1e-9 * abs(float(ref.reg_cost))
     # the dense Hessian (the exact Newton step, S = P: the singular Schur system, consistent since sum a = sum b),
@@ -88,10 +88,11 @@ def test_sns_density_sweep_all_converge():
 
 
 def test_sns_fallback_path_converges():
-    # max_backtracks=1 with a 5% pattern makes line searches fail; without continuation (which would end a
-    # stalled stage instead) each failure takes fallback_sweeps Sinkhorn sweeps, and the method must still converge
+    # max_backtracks=1 with a 6.5% pattern (k = 8: the automatic budget's compiled stage) makes line searches fail
+    # (20 of 36 Newton steps); without continuation (which would end a stalled stage instead) each failure takes
+    # fallback_sweeps Sinkhorn sweeps, and the method must still converge
     a, b, C, eps = PROBLEMS["points_sqeuclidean"]
-    r = tr.sns(a, b, C, eps, tol=1e-9, options=tr.SNSOptions(max_backtracks=1, density=0.05, continuation=False,
+    r = tr.sns(a, b, C, eps, tol=1e-9, options=tr.SNSOptions(max_backtracks=1, density=0.065, continuation=False,
                                                              warm_start=5, fallback_sweeps=7))
     assert bool(r.converged) and float(r.marginal_error) <= 1e-9
     # the fallback ran: iterations = warm start + Newton steps + a positive multiple of fallback_sweeps
@@ -100,8 +101,8 @@ def test_sns_fallback_path_converges():
     # and the plan is the entropic optimum: POT's log-domain Sinkhorn, solved far below our tolerance
     P_pot = ot.bregman.sinkhorn_log(a, b, C, eps, numItermax=100_000, stopThr=1e-13)
     # both at marginal error <= 1e-9; the plan moves by that error times the conditioning of the linearised
-    # marginal map, measured 7.7 here (|P - P_pot|_1 = 7.2e-9 at an error of 9.4e-10; POT at 1e-12): at most
-    # 7.7e-9 for any stop <= 1e-9
+    # marginal map, measured 7.7 here (|P - P_pot|_1 = 7.2e-9 at an error of 9.4e-10 with a 5% pattern; 6.3e-9 at
+    # 8.6e-10 with this one; POT at 1e-12): at most 7.7e-9 for any stop <= 1e-9
     assert np.abs(plan_np(r) - P_pot).sum() <= 1e-8
 
 
@@ -219,9 +220,10 @@ def test_sns_l1_grid_restarts_through_continuation():
 
 
 def test_sns_under_vmap_equals_single_solves(x64):
-    # jax.vmap of the single-problem sns (one compiled program for the batch: fixed density, a fixed continuation
-    # through 2 eps, so both kinds of stage run under vmap) against each problem solved alone by Sinkhorn
-    # (with seed 25 one instance is so ill-conditioned that the Sinkhorn reference, POT's too, stalls at 1e-6)
+    # jax.vmap of the single-problem sns (one compiled program for the batch: fixed density, no continuation, so
+    # the stage is the traced one whose failed line searches take fallback sweeps; continuation stages are the same
+    # compiled stage with other traced counts, and run batched in sns_batch's test) against each problem solved
+    # alone by Sinkhorn (with seed 25 one instance is so ill-conditioned that the Sinkhorn reference, POT's too, stalls at 1e-6)
     rng = np.random.default_rng(26)
     B, n = 4, 30
     x, y = rng.random((B, n, 2)), rng.random((B, n, 2))
@@ -231,7 +233,7 @@ def test_sns_under_vmap_equals_single_solves(x64):
     C = C.at[B, 3, 4].set(jnp.nan)
     a = jnp.full((B + 1, n), 1.0 / n)
     eps = jnp.asarray(np.append(np.linspace(5e-3, 1e-2, B), 0.1))
-    opts = tr.SNSOptions(density=0.5, continuation=(2,))
+    opts = tr.SNSOptions(density=0.5, continuation=False)
     solve = lambda a, b, C, e: tr.sns(a, b, C, e, tol=1e-10, options=opts)  # noqa: E731
     batched = jax.jit(jax.vmap(solve))(a, a, C, eps)
     assert batched.f.shape == (B + 1, n)
