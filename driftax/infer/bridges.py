@@ -4,7 +4,7 @@ Richter & Berner, "Improved sampling via learned diffusions" (ICLR 2024); the pa
 and losses live in `driftax.samplers.diffusion`. This module is the driver a user calls:
 
     sampler = train_bridge(target, method="dis", loss="log_variance", num_steps=800, batch_size=256,
-                           num_time_steps=50, seed=0)
+                           num_time_steps=100, seed=0)
     draws = sampler.sample(num_samples=10_000, seed=1)  # samples, log weights, log Ẑ, ELBO, ESS
     idata = sampler.to_inference_data(num_samples=4_000, seed=2)
 
