@@ -82,6 +82,7 @@ def test_bad_inputs(tmp_path):
         cli_ot.run(_parse([str(tmp_path / "x.txt2"), str(tmp_path / "a.npy")]))
 
 
+@pytest.mark.slow
 def test_demo(tmp_path):
     # (64 points per side instead of the shipped 300: a padded size of the other tests, whose compiled programs it
     # shares; `driftax demo` runs the shipped size)
