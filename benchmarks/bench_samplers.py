@@ -10,7 +10,7 @@ reference sd in mean, 10 % in sd, R-hat <= 1.01; driftax NUTS's ESS per second o
 peer's (median over targets); where ChEES-HMC and MCLMC beat NUTS per gradient.
 
     python benchmarks/bench_samplers.py [--quick] [--json PATH] [--out DIR] [--targets a,b] [--methods m,n]
-        [--chains 4 --warmup 1000 --draws 1000] [--repeats 3] [--resume] [--x64]
+        [--chains 4 --warmup 1000 --draws 1000] [--repeats 3] [--resume] [--by-target] [--x64]
 
 Full: the twelve float32 posteriordb posteriors (``gp_pois_regr`` with ``--x64``) and five gallery targets,
 4 chains x 1,000 warm-up + 1,000 draws. ``--quick``: one posterior (arK) and one gallery target (banana), 4 chains x
@@ -79,6 +79,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=3, help="timed calls per row, the fastest kept (load only slows)")
     ap.add_argument("--resume", action="store_true",
                     help="keep the rows already in --json and run only the (target, method) pairs missing there")
+    ap.add_argument("--by-target", action="store_true",
+                    help="run every method on one target before the next (fair ESS/s under a varying load)")
     ap.add_argument("--x64", action="store_true", help="float64 (runs gp_pois_regr; every target in float64)")
     args = ap.parse_args(argv)
     import jax
@@ -116,12 +118,18 @@ def main(argv=None) -> int:
             suite.write_json(result, args.json)
 
     t0 = time.perf_counter()
-    # methods outer: the default method covers every target before the others start
-    for method in suite.check_names("method", methods, suite.known_methods()):
-        todo = [t for t in suite.check_names("target", targets, suite.known_targets()) if (t, method) not in done]
-        if not todo:
+    methods = suite.check_names("method", methods, suite.known_methods())
+    targets = suite.check_names("target", targets, suite.known_targets())
+    # Methods outer (default): the default method covers every target before the others start.
+    # --by-target: every method on one target back to back, so the samplers whose ESS per second
+    # is compared ran under the same background load.
+    batches = ([(t, [m for m in methods if (t, m) not in done]) for t in targets] if args.by_target
+               else [(m, [t for t in targets if (t, m) not in done]) for m in methods])
+    for first, rest in batches:
+        if not rest:
             continue
-        out = suite.run_suite(todo, [method], chains=args.chains, warmup=warmup, draws=draws, seed=args.seed,
+        ts, ms = ([first], rest) if args.by_target else (rest, [first])
+        out = suite.run_suite(ts, ms, chains=args.chains, warmup=warmup, draws=draws, seed=args.seed,
                               ot_points=args.ot_points, on_row=on_row, on_error="record", repeats=args.repeats)
         for s in out["skipped"]:
             if s not in result["skipped"]:
