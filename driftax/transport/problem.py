@@ -46,7 +46,8 @@ class OTResult(NamedTuple):
       a, b: marginals; epsilon: the regularisation.
       transport_cost: ``<C, P>`` for the returned plan (the "Sinkhorn distance" of Cuturi 2013).
       reg_cost: dual value ``D(f, g)``, equal at optimum to ``<C, P> + eps * sum P log P``.
-      marginal_error: ``|P 1 - a| + |P^T 1 - b|`` in the chosen norm, recomputed from ``(f, g)`` after the solve.
+      marginal_error: ``|P 1 - a| + |P^T 1 - b|`` in the chosen norm, recomputed for ``(f, g)`` after the solve
+        (Sinkhorn computes it from its last kernel and scalings, the same plan up to rounding).
       iterations: total iterations (Sinkhorn sweeps + Newton steps for SNS).
       converged: ``marginal_error <= tol`` and every output finite. Never true for a NaN result.
       errors: marginal error after each iteration, ``-1`` where none was recorded (past the last iteration;
@@ -256,8 +257,10 @@ def validate_problem(a, b, cost, epsilon, tol, norm: str, dtype):
     if not _any_tracer(a_arr, b_arr, cost_arr):
         c_np = np.asarray(cost_arr)
         # a sum is finite when every entry is (NaN and inf propagate; it overflows only for entries near the
-        # largest float): one read of the matrix without a boolean temporary, the entry count only on failure
-        if not np.isfinite(np.sum(c_np, dtype=np.float64)):
+        # largest float, and then the exact count below finds nothing): one read of the matrix without a boolean
+        # temporary, the entry count only on failure. In the matrix's own dtype: a float64 accumulator converts
+        # every float32 entry (0.08 against 0.04 ms at 500 x 500, a few per cent of a solve there)
+        if not np.isfinite(np.sum(c_np)):
             bad = int(np.size(c_np) - np.count_nonzero(np.isfinite(c_np)))
             if bad:
                 raise ValueError(f"cost must be finite, got {bad} non-finite entries (NaN or inf)")

@@ -14,9 +14,11 @@ log domain. :func:`sweeps` is the one sweep implementation, also used by :func:`
 
 After each ``g`` update the column marginal is exact, and the row marginal ``r_i = u_i (K v)_i`` comes for free
 from the next ``u`` update, so the stopping rule ``|P 1 - a| + |P^T 1 - b| <= tol`` is checked on every sweep
-at no extra cost. When it passes, the full error (both marginals, from the plan, as in the final check) is
-recomputed once, and the sweeps resume if rounding in the column marginal keeps it above ``tol``; the error
-reported in :class:`OTResult` is that of the final potentials. With ``epsilon_scaling=q`` the regularisation
+at no extra cost. When it passes, the full error (both marginals) is recomputed once, from the last kernel and
+scalings (``P = diag(u) K diag(v)``: one mat-vec and one multiply-reduce pass, no exponential) where the sweeps
+stopped in scaling form, from the plan ``exp((f + g - C)/eps)`` otherwise, and the sweeps resume if rounding in
+the column marginal keeps it above ``tol``; the error reported in :class:`OTResult` is that of the final
+potentials. With ``epsilon_scaling=q`` the regularisation
 follows ``eps_t = max(eps, eps_0 q^t)`` with ``eps_0 = max |C|`` (Kosowsky & Yuille 1994; Schmitzer 2019); the
 sweeps before ``eps`` is reached run in the log domain (the kernel changes at every one of them).
 
@@ -39,6 +41,7 @@ from driftax.transport.problem import (
     OTResult,
     _finalize,
     _norm,
+    _safe_dot,
     check_init,
     norm_code,
     check_int,
@@ -113,7 +116,8 @@ def sweep_state(a, b, cost, eps, f, g, *, hist_len: int, norm: str, full_error: 
     return SweepState(f, g, err, jnp.asarray(0, jnp.int32), jnp.full((hist_len,), -1.0, cost.dtype))
 
 
-def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, history_every: int = 1) -> SweepState:
+def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, history_every: int = 1,
+           with_final: bool = False):
     """Sinkhorn sweeps from ``state`` until the row error is ``<= tol`` or ``max_it`` sweeps in all: the one sweep
     implementation of :mod:`driftax.transport` (used by :func:`sinkhorn` and by the warm start and fallback of
     :func:`driftax.transport.sns`).
@@ -123,7 +127,8 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
     for entropy regularized transport problems", Alg. 2-3). A *block* starts with a log-domain ``f`` update whose
     exponential pass also gives the kernel with the potentials absorbed: with ``M_ij = (g_j - C_ij)/eps``,
     ``m_i = max_j M_ij``, ``E_ij = exp(M_ij - m_i)`` and ``s_i = sum_j E_ij``, the update is
-    ``f_i = eps (log a_i - m_i - log s_i)`` and ``K_ij = exp((f_i + g_j - C_ij)/eps) = E_ij a_i / s_i``. Then it
+    ``f_i = eps (log a_i - m_i - log s_i)`` and ``K_ij = exp((f_i + g_j - C_ij)/eps) = E_ij a_i / s_i`` (kept as
+    ``diag(a / s) E``). Then it
     sweeps in scaling form with two mat-vecs each, ``u <- a / (K v)``, ``v <- b / (K^T u)``, the potentials being
     ``f + eps log u``, ``g + eps log v``. The block ends, and the next one re-absorbs, when a scaling leaves
     ``[exp(-tau), exp(tau)]`` (:func:`_range`) or a sum ``K v``, ``K^T u`` is not a positive finite number where the
@@ -132,6 +137,12 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
     the log domain. Sweeps that would fail are never applied, so the iterates equal log-domain Sinkhorn's up to
     rounding and to kernel entries below ``exp(-40)`` of the marginals: one exponential pass per block instead of
     two per sweep. ``hist[it // history_every]`` receives the row error of sweep ``it``.
+
+    ``with_final=True`` returns ``(state, (final, have))`` instead of ``state``: when the last block ended in
+    scaling form on a stop (row error ``<= tol`` or ``max_it`` sweeps), ``final`` is
+    :func:`driftax.transport.problem._finalize`'s ``(err, transport, dual, converged)`` at the returned potentials,
+    computed from that block's kernel and scalings (:func:`_kernel_final`: mat-vecs, no exponential pass) and
+    ``have`` is true; otherwise ``have`` is false and the caller makes the check from the plan.
     """
     loga, logb = _log(a), _log(b)
     dtype = cost.dtype
@@ -155,12 +166,14 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
         e = jnp.exp(mm - mx[:, None])
         rs = jnp.sum(e, axis=1)
         f = eps * (loga - mx - jnp.log(rs))
-        k = e * jnp.where(apos, a / jnp.where(rs > 0, rs, 1.0), 0.0)[:, None]
-        col = jnp.sum(k, axis=0)
+        # K = diag(w) E with w = a / s, kept factored (K v = w (E v), K^T u = E^T (w u)): forming K would be one
+        # more write and read of an n x m array per block, the same products up to rounding
+        w = jnp.where(apos, a / jnp.where(rs > 0, rs, 1.0), 0.0)
+        col = w @ e
         v = jnp.where(bpos, b / jnp.where(col > 0, col, 1.0), 0.0)
         # (a NaN or inf entry of K makes its column sum fail this test, or K v below)
         fast = jnp.all(jnp.where(bpos, (col > 0) & (v >= lo) & (v <= hi), True))
-        kv = k @ v
+        kv = w * (e @ v)
         fast = fast & jnp.all(jnp.where(apos, (kv > 0) & jnp.isfinite(kv), True))
 
         def log_half():
@@ -181,9 +194,9 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
         def body(c):
             u, v, kv, err, it, hist, _ = c
             u2 = jnp.where(apos, a / jnp.where(kv > 0, kv, 1.0), 0.0)
-            ktu = u2 @ k
+            ktu = (w * u2) @ e
             v2 = jnp.where(bpos, b / jnp.where(ktu > 0, ktu, 1.0), 0.0)
-            kv2 = k @ v2
+            kv2 = w * (e @ v2)
             ok = (jnp.all(jnp.where(apos, (u2 >= lo) & (u2 <= hi) & (kv2 > 0) & jnp.isfinite(kv2), True))
                   & jnp.all(jnp.where(bpos, (ktu > 0) & (v2 >= lo) & (v2 <= hi), True)))
             e2 = _norm(u2 * kv2 - a, norm)
@@ -196,9 +209,47 @@ def sweeps(a, b, cost, eps, state: SweepState, tol, max_it, *, norm: str, histor
         u, v, kv, err, it, hist, _ = jax.lax.while_loop(cond, body, (u0, v, kv, err, it, hist, fast))
         f_fast = jnp.where(apos, f + eps * jnp.log(jnp.where(apos, u, 1.0)), -jnp.inf)
         g_fast = jnp.where(bpos, s.g + eps * jnp.log(jnp.where(bpos, v, 1.0)), -jnp.inf)
-        return SweepState(jnp.where(fast, f_fast, f), jnp.where(fast, g_fast, g_slow), err, it, hist)
+        out = SweepState(jnp.where(fast, f_fast, f), jnp.where(fast, g_fast, g_slow), err, it, hist)
+        if not with_final:
+            return out
+        # the final check from this block's kernel when the sweeps stop here in scaling form (u, v, kv are those
+        # of the last applied sweep, hence of f_fast, g_fast); a block that ends on absorption pays nothing
+        have = fast & ((err <= tol) | (it >= max_it))
+        fin = maybe(have, lambda: _kernel_final(a, b, cost, eps, e, w, u, v, kv, f_fast, g_fast, tol, norm),
+                    _no_final(dtype))
+        return out, (fin, have)
 
-    return jax.lax.while_loop(block_cond, block_body, state)
+    if not with_final:
+        return jax.lax.while_loop(block_cond, block_body, state)
+    init = (state, (_no_final(dtype), jnp.asarray(False)))
+    return jax.lax.while_loop(lambda c: block_cond(c[0]), lambda c: block_body(c[0]), init)
+
+
+def _no_final(dtype):
+    nan = jnp.asarray(jnp.nan, dtype)
+    return jnp.asarray(jnp.inf, dtype), nan, nan, jnp.asarray(False)
+
+
+def _kernel_final(a, b, cost, eps, e, w, u, v, kv, f, g, tol, norm):
+    """:func:`driftax.transport.problem._finalize` at the potentials ``f = f_K + eps log u``,
+    ``g = g_K + eps log v`` of a scaling-form block, whose plan is ``P = diag(u) K diag(v)`` with the kernel
+    ``K = diag(w) E`` already formed (Schmitzer 2019, Sec. 3): ``P 1 = u * (K v)`` (``kv = K v``, kept by the
+    sweeps), ``P^T 1 = v * (E^T (w u))`` and ``<C, P> = sum_ij E_ij (w_i u_i v_j) C_ij`` are one mat-vec and one
+    multiply-reduce pass, against the fresh exponential pass over ``exp((f + g - C)/eps)`` of ``_finalize``. The
+    two plans agree entry by entry up to rounding (entries of ``E`` that underflowed when it was formed are below
+    ``exp(-40)`` of the marginals, :func:`_range`); the scalings are multiplied first, so that no product
+    underflows before ``E`` scales it back."""
+    wu = w * u
+    r = u * kv
+    c = v * (wu @ e)
+    p = e * (wu[:, None] * v[None, :])
+    transport = jnp.sum(jnp.where(p > 0, p * cost, 0.0))
+    err = _norm(r - a, norm) + _norm(c - b, norm)
+    dual = _safe_dot(a, f) + _safe_dot(b, g) - eps * (jnp.sum(r) - jnp.sum(a))
+    finite = (jnp.isfinite(err) & jnp.isfinite(transport) & jnp.isfinite(dual)
+              & jnp.all(jnp.where(a > 0, jnp.isfinite(f), True))
+              & jnp.all(jnp.where(b > 0, jnp.isfinite(g), True)))
+    return err, transport, dual, finite & (err <= tol)
 
 
 def fixed_sweeps(a, b, cost, eps, f, g, count):
@@ -269,7 +320,8 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
 
     The sweeps stop on the row error (the column marginal is exact after a ``g`` update, up to rounding); the
     full check is then made, and the sweeps resume while it fails (up to ``max_iter``), so that a stop before
-    ``max_iter`` means the final check passes. The last check is the final one (one pass over the plan).
+    ``max_iter`` means the final check passes. The last check is the final one: from the last block's kernel and
+    scalings where the sweeps stopped in scaling form (:func:`_kernel_final`), else one pass over the plan.
     """
     dtype = cost.dtype
     hist_len = -(-max(max_iter, 1) // history_every)
@@ -290,8 +342,9 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
     def inner(state):
         if log_domain:
             return log_sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, eps_schedule=eps_schedule,
-                              history_every=history_every)
-        return sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, history_every=history_every)
+                              history_every=history_every), (_no_final(dtype), jnp.asarray(False))
+        return sweeps(a, b, cost, eps, state, tol, max_iter, norm=norm, history_every=history_every,
+                      with_final=True)
 
     def outer_cond(outer):
         state, final = outer
@@ -299,8 +352,10 @@ def sinkhorn_loop(a, b, cost, eps, f, g, tol, *, max_iter: int, norm: str, eps_s
 
     def outer_body(outer):
         state, _ = outer
-        state = inner(state)
-        final = _finalize(a, b, cost, eps, state.f, state.g, tol, norm)
+        state, (kfinal, have) = inner(state)
+        # the check from the last block's kernel (no exponential pass) where the sweeps stopped in scaling form;
+        # from the plan otherwise (log-domain completion, no sweep, the log-domain reference)
+        final = maybe(~have, lambda: _finalize(a, b, cost, eps, state.f, state.g, tol, norm), kfinal)
         # resume only if the full check fails while the row error passed (inf forces at least one sweep)
         return state._replace(err=jnp.where(final[0] > tol, jnp.asarray(jnp.inf, dtype), state.err)), final
 

@@ -41,6 +41,12 @@ def test_marginal_error_recomputed_independently():
     assert bool(res.converged)
     assert err <= 1e-9
     assert abs(err - float(res.marginal_error)) <= 1e-12
+    # the costs of the final check (made from the last kernel and scalings, not from the plan) against numpy's
+    # from the plan of the returned potentials: within 1e-12 relative (exponent up to ~200 here, ~200 u ~ 4e-14 per
+    # entry; measured 0 and 2e-17 absolute)
+    np.testing.assert_allclose(float(res.transport_cost), np.sum(P * C), rtol=1e-12)
+    dual = a @ np.asarray(res.f) + b @ np.asarray(res.g) - 0.01 * (P.sum() - 1.0)
+    np.testing.assert_allclose(float(res.reg_cost), dual, rtol=1e-12)
     hist = np.asarray(res.errors)
     assert int(res.iterations) == int(np.sum(hist >= 0))
     assert hist[int(res.iterations) - 1] <= 1e-9
@@ -280,8 +286,18 @@ def test_scaling_form_sweeps_equal_log_domain_sweeps(rel_eps):
     for tol in (1e-300, 1e-9):  # a fixed number of sweeps (500); then the same stopping sweep
         res = tr.sinkhorn(a, b, C, eps, tol=tol, max_iter=500)
         with jax.enable_x64(True):
-            f2, g2, _, i2, h2 = _log_loop500(*padded[:3], np.float64(eps), *padded[3:], np.float64(tol))
+            f2, g2, fin2, i2, h2 = _log_loop500(*padded[:3], np.float64(eps), *padded[3:], np.float64(tol))
         assert int(res.iterations) == int(i2)
+        # the final check: sinkhorn makes it from its last kernel and scalings where the sweeps stopped in scaling
+        # form (rel_eps 5e-2), from the plan after a log-domain completion (1e-3, 1e-4), the reference always from
+        # the plan; the same values up to rounding: the marginal error within the rounding bound of two evaluations
+        # (conftest), the costs to 1e-12 relative (the plan's exponent (f + g - C)/eps reaches ~1e4 at rel_eps 1e-4,
+        # so a rounding of the potentials moves its entries by ~1e4 u ~ 1e-12; measured at most 1.1e-14)
+        err2, tc2, dual2, conv2 = (np.asarray(x) for x in fin2)
+        assert bool(res.converged) == bool(conv2)
+        assert abs(float(res.marginal_error) - float(err2)) <= marginal_error_rounding_bound(res, a, b, C)
+        np.testing.assert_allclose(float(res.transport_cost), float(tc2), rtol=1e-12)
+        np.testing.assert_allclose(float(res.reg_cost), float(dual2), rtol=1e-12)
         for x, y in ((res.f, f2[:50]), (res.g, g2[:40])):
             x, y = np.asarray(x), np.asarray(y)
             fin = np.isfinite(y)
