@@ -12,9 +12,9 @@ import warnings
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-__all__ = ["batch_mesh", "place", "to_host"]
+__all__ = ["batch_mesh", "place", "replicate", "to_host"]
 
 
 def batch_mesh(batch: int, axis: str = "batch", *, what: str = "num_chains") -> Mesh:
@@ -40,6 +40,13 @@ def place(x, mesh: Mesh, spec) -> jax.Array:
     """A global array from a host array every process holds whole (one path for 1 or many hosts)."""
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, NamedSharding(mesh, spec), lambda idx: x[idx])
+
+
+def replicate(tree, mesh: Mesh):
+    """A pytree of arrays copied whole onto every device of ``mesh``: the layout a program compiled
+    over the mesh gives its replicated outputs. A loop that feeds such an output back in must start
+    from this layout too, or its second call compiles the whole program again."""
+    return jax.tree.map(lambda a: place(a, mesh, PartitionSpec()), tree)
 
 
 def to_host(tree):

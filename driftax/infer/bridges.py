@@ -45,7 +45,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from driftax._checks import check_int, check_real, key_from_seed
-from driftax._sharding import batch_mesh
+from driftax._sharding import batch_mesh, replicate
 from driftax.infer import diagnostics
 from driftax.models.base import Target, as_target
 from driftax.samplers import diffusion as dfn
@@ -128,7 +128,7 @@ class TrainedBridge:
         mesh = batch_mesh(chunk, _AXIS, what="batch_size")
         sharding = NamedSharding(mesh, P(_AXIS, None))
         # replicated on the mesh, as training leaves it: trained and loaded controls share one program
-        control = jax.device_put(self.control, NamedSharding(mesh, P()))
+        control = replicate(self.control, mesh)
         xs, lws = [], []
         done = 0
         while done < num_samples:
@@ -427,7 +427,7 @@ def train_bridge(target, method: str = "dis", loss: str = "log_variance", *, num
 
     # replicated on the mesh from the start: the chunk returns its carry with this sharding, and an
     # unplaced first carry made the second chunk trace and compile the whole training program again
-    carry = jax.device_put((params, opt_state, params), NamedSharding(mesh, P()))
+    carry = replicate((params, opt_state, params), mesh)
     hist = {k: [] for k in ("loss", "ess", "log_Z", "dropped", "skipped")}
     bar = None
     if progress:

@@ -29,7 +29,7 @@ from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from driftax._checks import check_int, check_real, key_from_seed
-from driftax._sharding import batch_mesh, place, to_host
+from driftax._sharding import batch_mesh, place, replicate, to_host
 from driftax.infer import adaptation, diagnostics, initialise, methods
 from driftax.models.base import Target
 from driftax.samplers import averaging, rng as fast_rng
@@ -404,7 +404,7 @@ def _warm_up(progs: "_Programs", states, rng_state, opts: _Options, layout: _Lay
     # Replicated on the mesh as the warm-up program returns it: a state of another sharding would
     # make the second chunk's call compile the whole warm-up program again (it did, doubling the
     # compile time of every warmed-up run).
-    ad_state = jax.tree.map(lambda a: place(a, mesh, P()), ad_state)
+    ad_state = replicate(ad_state, mesh)
     divergences, grad_evals = 0, 0.0
     per_chunk = layout.w_chunk // layout.block
 
